@@ -1,0 +1,41 @@
+# Every target runs from a fresh clone: `make help` lists them.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help setup data run test lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(BIN)/.installed ## create .venv with the pinned dependencies
+
+data: setup ## fetch the real cs-training.csv into data/ (checked by SHA256)
+	$(BIN)/python -m credit_risk.fetch_data
+
+run: setup ## the whole flow locally: MLflow server (SQLite), fetch data, train, promote, serve the API on :8000
+	$(BIN)/python -m credit_risk.local
+
+test: setup ## lint, then every test tier (unit and integration)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m pytest
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+clean: ## remove the local MLflow data and caches (keeps data/)
+	rm -rf mlflow/data .pytest_cache .ruff_cache

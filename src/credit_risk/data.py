@@ -1,0 +1,210 @@
+"""Loading, validating and fingerprinting the training CSV."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from credit_risk.features import (
+    AGE_RANGE,
+    COUNT_COLUMNS,
+    CSV_TO_API,
+    FEATURES,
+    NULLABLE,
+    PAST_DUE,
+    PAST_DUE_CODES,
+    TARGET,
+)
+
+# Names the row-id column goes by: Kaggle's file leaves it blank, pandas writes "Unnamed: 0".
+ID_COLUMNS = frozenset({"", "Unnamed: 0", "id"})
+REQUIRED = (TARGET, *FEATURES)
+NON_NEGATIVE = (*COUNT_COLUMNS, "MonthlyIncome", "DebtRatio", "RevolvingUtilizationOfUnsecuredLines")
+# A data line's number in the file: line 1 is the header.
+_FIRST_DATA_LINE = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of the validation: what is wrong, where, and how often."""
+
+    column: str
+    message: str
+    count: int = 0
+    example_line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (e.g. line {self.example_line})" if self.example_line is not None else ""
+        rows = f"{self.count} row(s): " if self.count else ""
+        return f"{self.column}: {rows}{self.message}{where}"
+
+
+@dataclass
+class ValidationReport:
+    """What the validation found; logged to the MLflow run as JSON."""
+
+    path: str
+    rows: int = 0
+    target_rate: float | None = None
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "target_rate": self.target_rate,
+            "ok": self.ok,
+            "errors": [asdict(p) | {"text": str(p)} for p in self.errors],
+            "warnings": [asdict(p) | {"text": str(p)} for p in self.warnings],
+        }
+
+
+class DataValidationError(Exception):
+    """The CSV cannot be trained on; the report names every problem."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        lines = "\n".join(f"  - {p}" for p in report.errors)
+        super().__init__(f"{report.path} failed validation with {len(report.errors)} error(s):\n{lines}")
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA256 of the file's exact bytes, read in chunks so memory stays constant."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _example_line(mask: pd.Series) -> int:
+    return int(np.flatnonzero(mask.to_numpy())[0]) + _FIRST_DATA_LINE
+
+
+def _problem(column: str, mask: pd.Series, message: str) -> Problem | None:
+    count = int(mask.sum())
+    if not count:
+        return None
+    return Problem(column, message, count, _example_line(mask))
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read the file as it is: every variant DATA.md lists, no renaming or checking yet."""
+    try:
+        return pd.read_csv(
+            path,
+            encoding="utf-8-sig",  # tolerate a BOM
+            na_values=["NA", ""],
+            keep_default_na=False,
+            low_memory=False,
+        )
+    except pd.errors.EmptyDataError as e:
+        raise DataValidationError(
+            ValidationReport(str(path), errors=[Problem("<file>", "the file is empty")])
+        ) from e
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataValidationError(
+            ValidationReport(str(path), errors=[Problem("<file>", f"not a readable CSV: {e}")])
+        ) from e
+
+
+def normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop the row-id column and give the hyphenated columns the API's names."""
+    first = df.columns[0] if len(df.columns) else None
+    if first in ID_COLUMNS or (isinstance(first, str) and first.startswith("Unnamed: 0")):
+        df = df.drop(columns=first)
+    return df.rename(columns=CSV_TO_API)
+
+
+def validate(df: pd.DataFrame, path: str = "<data>") -> tuple[pd.DataFrame, ValidationReport]:
+    """Check the contract; return the typed frame (target + FEATURES) and the report."""
+    report = ValidationReport(path, rows=len(df))
+    errors, warnings = report.errors, report.warnings
+
+    header = [str(c) for c in df.columns]
+    for name in sorted({c.split(".")[0] for c in header if c.split(".")[0] in REQUIRED}):
+        # pandas renames a repeated header "x" to "x.1"
+        if f"{name}.1" in header:
+            errors.append(Problem(name, "the column appears more than once in the header"))
+    missing = [c for c in REQUIRED if c not in df.columns]
+    for c in missing:
+        errors.append(Problem(c, "required column is missing"))
+    extra = [c for c in header if c not in REQUIRED and c.split(".")[0] not in REQUIRED]
+    if extra:
+        warnings.append(Problem(", ".join(extra), "unknown column(s) ignored"))
+    if len(df) == 0:
+        errors.append(Problem("<file>", "the file has a header but no data rows"))
+    if errors:
+        return df, report
+
+    typed = pd.DataFrame(index=df.index)
+    for c in REQUIRED:
+        raw = df[c]
+        values = pd.to_numeric(raw, errors="coerce") if raw.dtype == object else raw.astype(float)
+        bad_text = values.isna() & raw.notna()
+        if bad_text.any():
+            errors.append(_problem(c, bad_text, f"not a number (e.g. {raw[bad_text].iloc[0]!r})"))
+        if np.isinf(values).any():
+            errors.append(_problem(c, pd.Series(np.isinf(values), index=df.index), "infinite value"))
+        typed[c] = values.astype(np.float64)
+
+    for c in REQUIRED:
+        nan = typed[c].isna() & df[c].isna()
+        if c in NULLABLE:
+            if nan.all():
+                errors.append(_problem(c, nan, "every value is missing"))
+            elif nan.any():
+                warnings.append(_problem(c, nan, "missing (handled by the model)"))
+        elif p := _problem(c, nan, "missing value in a required column"):
+            errors.append(p)
+
+    target = typed[TARGET]
+    if p := _problem(TARGET, target.notna() & ~target.isin([0, 1]), "target must be 0 or 1"):
+        errors.append(p)
+    for c in NON_NEGATIVE:
+        if p := _problem(c, typed[c] < 0, "negative value"):
+            errors.append(p)
+    lo, hi = AGE_RANGE
+    if p := _problem("age", (typed["age"] < lo) | (typed["age"] > hi), f"age outside {lo}-{hi}"):
+        errors.append(p)
+    if errors:
+        return typed, report
+
+    # Oddities the real file does contain: reported, then handled by the model.
+    if p := _problem("age", typed["age"] < 18, "applicant younger than 18"):
+        warnings.append(p)
+    for c in PAST_DUE:
+        if p := _problem(c, typed[c].isin(PAST_DUE_CODES), "96/98 reporting code (treated as missing)"):
+            warnings.append(p)
+    if p := _problem(
+        "RevolvingUtilizationOfUnsecuredLines",
+        typed["RevolvingUtilizationOfUnsecuredLines"] > 1,
+        "utilisation above 100%",
+    ):
+        warnings.append(p)
+    if p := _problem("<row>", typed.duplicated(), "exact duplicate of an earlier row"):
+        warnings.append(p)
+
+    counts = target.value_counts()
+    if len(counts) < 2 or counts.min() < 10:
+        errors.append(
+            Problem(TARGET, f"need at least 10 rows of each class to train, got {counts.to_dict()}")
+        )
+    report.target_rate = float(target.mean())
+    typed[TARGET] = target.astype(np.int8)
+    return typed, report
+
+
+def load_dataset(path: str | Path) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read, normalise and validate; raise DataValidationError naming every problem."""
+    df = normalise_columns(read_csv(path))
+    typed, report = validate(df, str(path))
+    if not report.ok:
+        raise DataValidationError(report)
+    return typed, report

@@ -1,0 +1,116 @@
+"""Saving and loading the model in MLflow's skops format, with our own trusted-type list.
+
+MLflow's `mlflow.sklearn.load_model` reads the skops allow-list from the model's own
+MLmodel file, so a crafted model could trust anything (MLflow itself now refuses to load
+without MLFLOW_ALLOW_PICKLE_DESERIALIZATION). We never set that flag: we check the flavor
+and the signature ourselves and call skops with the list below, fixed in code.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import skops.io
+import yaml
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from credit_risk.features import FEATURES
+
+# Every type the pipeline holds beyond what skops trusts by default. A test dumps each
+# candidate pipeline and checks that skops asks for nothing outside this list.
+TRUSTED_TYPES: list[str] = [
+    "credit_risk.features.CreditFeatures",
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
+SERIALIZATION_FORMAT = "skops"
+
+
+class ModelRejected(Exception):
+    """A registered model version that must not be served, with the reason why."""
+
+
+def log_model(pipeline, example: pd.DataFrame, name: str = "model"):
+    """Log a fitted pipeline in skops format with a signature in the API's field names."""
+    example = example.loc[:, list(FEATURES)].astype("float64")
+    signature = infer_signature(example, pipeline.predict_proba(example.to_numpy())[:, 1])
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name=name,
+        serialization_format=SERIALIZATION_FORMAT,
+        skops_trusted_types=TRUSTED_TYPES,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version that passed every check, ready to predict on FEATURES-ordered arrays."""
+
+    name: str
+    version: str
+    run_id: str
+    pipeline: object
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probability of serious delinquency for each row."""
+        return self.pipeline.predict_proba(X)[:, 1]
+
+
+def _check_flavor(mlmodel: dict) -> dict:
+    flavor = mlmodel.get("flavors", {}).get("sklearn")
+    if flavor is None:
+        raise ModelRejected("the model has no scikit-learn flavor")
+    fmt = flavor.get("serialization_format")
+    if fmt != SERIALIZATION_FORMAT:
+        raise ModelRejected(f"serialization format is {fmt!r}; only {SERIALIZATION_FORMAT!r} is loaded")
+    return flavor
+
+
+def _check_signature(mlmodel: dict) -> None:
+    signature = mlmodel.get("signature") or {}
+    if not signature.get("inputs"):
+        raise ModelRejected("the model has no input signature")
+    names = [col.get("name") for col in yaml.safe_load(signature["inputs"])]
+    if names != list(FEATURES):
+        raise ModelRejected(f"signature inputs {names} do not match the API's fields {list(FEATURES)}")
+
+
+def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
+    """Download, check and load one registered version; raise ModelRejected if it is unfit."""
+    mv = client.get_model_version(name, version)
+    with tempfile.TemporaryDirectory(prefix="credit-risk-model-") as tmp:
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=tmp,
+                    tracking_uri=client._registry_uri,
+                )
+            )
+        except Exception as e:  # any storage or registry failure means "cannot be served"
+            raise ModelRejected(f"artifacts of version {version} cannot be downloaded: {e}") from e
+        try:
+            mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ModelRejected(f"version {version} has no readable MLmodel file: {e}") from e
+        flavor = _check_flavor(mlmodel)
+        _check_signature(mlmodel)
+        try:
+            pipeline = skops.io.load(local / flavor["pickled_model"], trusted=TRUSTED_TYPES)
+        except Exception as e:  # skops raises several types for untrusted or corrupt files
+            raise ModelRejected(f"version {version} cannot be loaded safely: {e}") from e
+    probe = np.zeros((1, len(FEATURES)))
+    try:
+        pipeline.predict_proba(probe)
+    except Exception as e:
+        raise ModelRejected(f"version {version} fails on a sample row: {e}") from e
+    return LoadedModel(name=name, version=str(version), run_id=mv.run_id, pipeline=pipeline)

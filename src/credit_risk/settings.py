@@ -1,0 +1,54 @@
+"""Settings for each process, read from the environment in this one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MlflowClientSettings(BaseSettings):
+    """What every MLflow client of ours needs; MLflow's own variable names are kept."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    mlflow_tracking_uri: str = Field(
+        description="Where the tracking server is, e.g. http://mlflow:5000 (MLflow's own variable)."
+    )
+    # MLflow's client retries a failing call for minutes by default; ours fail in seconds.
+    mlflow_http_request_max_retries: int = 2
+    mlflow_http_request_timeout: int = 10
+    mlflow_http_request_backoff_factor: int = 1
+    # How long to wait for the tracking server at start before giving up.
+    mlflow_wait_seconds: float = 60.0
+
+
+class TrainerSettings(MlflowClientSettings):
+    """The trainer's settings; the CLI's options override them."""
+
+    experiment: str = "credit-risk-prediction"
+    model_name: str = "credit-risk-model"
+    promote: Literal["auto", "always", "never"] = "auto"
+    min_auc: float = Field(0.75, ge=0.0, le=1.0)
+    seed: int = 42
+
+
+class ApiSettings(MlflowClientSettings):
+    """The API's settings (`python -m credit_risk.api`)."""
+
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(8000, ge=1, le=65535)
+    model_name: str = "credit-risk-model"
+    model_poll_seconds: float = Field(10.0, gt=0)
+    api_key: str | None = None
+    max_batch_size: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    prediction_experiment: str = "credit-risk-predictions"
+    prediction_log_queue_size: int = Field(100_000, ge=1)
+    prediction_log_flush_seconds: float = Field(1.0, gt=0)
+    prediction_log_run_max_records: int = Field(100_000, ge=1)
+    prediction_log_spool_dir: Path = Path("spool")
+    prediction_logging: bool = True
+    log_level: str = "info"
