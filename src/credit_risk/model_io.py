@@ -8,6 +8,7 @@ and the signature ourselves and call skops with the list below, fixed in code.
 
 from __future__ import annotations
 
+import importlib.metadata
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,22 @@ TRUSTED_TYPES: list[str] = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
 SERIALIZATION_FORMAT = "skops"
+PIP_REQUIREMENTS = [
+    f"{dist}=={importlib.metadata.version(dist)}"
+    for dist in ("mlflow", "scikit-learn", "numpy", "pandas", "skops")
+]
 
 
 class ModelRejected(Exception):
     """A registered model version that must not be served, with the reason why."""
 
 
-def log_model(pipeline, example: pd.DataFrame, name: str = "model"):
-    """Log a fitted pipeline in skops format with a signature in the API's field names."""
+def log_model(pipeline, example: pd.DataFrame, threshold: float, dataset_hash: str, name: str = "model"):
+    """Log a fitted pipeline in skops format with a signature in the API's field names.
+
+    The decision threshold and the dataset fingerprint travel inside the artifact (MLmodel
+    metadata), so what is served cannot drift from what was trained by retagging.
+    """
     example = example.loc[:, list(FEATURES)].astype("float64")
     signature = infer_signature(example, pipeline.predict_proba(example.to_numpy())[:, 1])
     return mlflow.sklearn.log_model(
@@ -48,6 +57,9 @@ def log_model(pipeline, example: pd.DataFrame, name: str = "model"):
         signature=signature,
         input_example=example,
         pyfunc_predict_fn="predict_proba",
+        metadata={"decision_threshold": float(threshold), "dataset_hash": dataset_hash},
+        # Listing them skips MLflow's slow requirement inference (it imports the model again).
+        pip_requirements=PIP_REQUIREMENTS,
     )
 
 
@@ -59,6 +71,8 @@ class LoadedModel:
     version: str
     run_id: str
     pipeline: object
+    threshold: float
+    dataset_hash: str
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probability of serious delinquency for each row."""
@@ -104,6 +118,14 @@ def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedM
             raise ModelRejected(f"version {version} has no readable MLmodel file: {e}") from e
         flavor = _check_flavor(mlmodel)
         _check_signature(mlmodel)
+        metadata = mlmodel.get("metadata") or {}
+        try:
+            threshold = float(metadata["decision_threshold"])
+            dataset_hash = str(metadata["dataset_hash"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelRejected(f"version {version} has no decision_threshold/dataset_hash metadata") from e
+        if not 0.0 < threshold < 1.0:
+            raise ModelRejected(f"version {version} has decision threshold {threshold} outside (0, 1)")
         try:
             pipeline = skops.io.load(local / flavor["pickled_model"], trusted=TRUSTED_TYPES)
         except Exception as e:  # skops raises several types for untrusted or corrupt files
@@ -113,4 +135,11 @@ def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedM
         pipeline.predict_proba(probe)
     except Exception as e:
         raise ModelRejected(f"version {version} fails on a sample row: {e}") from e
-    return LoadedModel(name=name, version=str(version), run_id=mv.run_id, pipeline=pipeline)
+    return LoadedModel(
+        name=name,
+        version=str(version),
+        run_id=mv.run_id,
+        pipeline=pipeline,
+        threshold=threshold,
+        dataset_hash=dataset_hash,
+    )
