@@ -52,3 +52,19 @@ class ApiSettings(MlflowClientSettings):
     prediction_log_spool_dir: Path = Path("spool")
     prediction_logging: bool = True
     log_level: str = "info"
+
+
+class LocalSettings(BaseSettings):
+    """`make run` (`python -m credit_risk.local`): the whole flow on this machine, no Docker."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    api_port: int = Field(8000, ge=1, le=65535)
+    # SQLite database, artifacts, server log and prediction spool of the local stack (ignored by git).
+    local_mlflow_dir: Path = Path("mlflow/data")
+    training_csv: Path = Path("data/cs-training.csv")
+    # Only to print a working curl line; the API reads its own API_KEY.
+    api_key: str | None = None
+    mlflow_start_seconds: float = Field(120.0, gt=0)
+    api_ready_seconds: float = Field(180.0, gt=0)
