@@ -52,6 +52,13 @@ class ApiSettings(MlflowClientSettings):
     prediction_log_spool_dir: Path = Path("spool")
     prediction_logging: bool = True
     log_level: str = "info"
+    # Inputs and outputs go to the run as JSON-lines artifacts of this many records (or this old).
+    prediction_log_chunk_records: int = Field(10_000, ge=1)
+    prediction_log_chunk_seconds: float = Field(60.0, gt=0)
+    # Off by default: one log line per prediction costs throughput; /metrics counts requests.
+    api_access_log: bool = False
+    # How long SIGTERM waits for in-flight requests and the prediction-log flush.
+    api_shutdown_seconds: float = Field(20.0, gt=0)
 
 
 class LocalSettings(BaseSettings):
