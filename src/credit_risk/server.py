@@ -89,6 +89,24 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f}s")
 
 
+def launch_tracking_server(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    log_path: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> TrackingServer:
+    """Start `mlflow server` in its own process group without waiting for it to be healthy."""
+    port = port or free_port()
+    cmd = tracking_server_command(backend_store_uri, artifacts_destination, port=port)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own command line
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=server_env(env), start_new_session=True
+        )
+    return TrackingServer(process, f"http://127.0.0.1:{port}", log_path)
+
+
 def start_tracking_server(
     backend_store_uri: str,
     artifacts_destination: str,
@@ -98,16 +116,9 @@ def start_tracking_server(
     timeout: float = 60.0,
 ) -> TrackingServer:
     """Start `mlflow server` in its own process group and wait until it is healthy."""
-    port = port or free_port()
-    cmd = tracking_server_command(backend_store_uri, artifacts_destination, port=port)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - our own command line
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=server_env(env), start_new_session=True
-        )
-    server = TrackingServer(process, f"http://127.0.0.1:{port}", log_path)
+    server = launch_tracking_server(backend_store_uri, artifacts_destination, log_path, port, env)
     try:
-        wait_healthy(server.url, timeout, process)
+        wait_healthy(server.url, timeout, server.process)
     except Exception as e:
         server.stop()
         raise RuntimeError(f"{e}; see {log_path}:\n{log_path.read_text()[-3000:]}") from e
