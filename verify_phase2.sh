@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Checks a running credit-risk stack end to end, one line per check; stops at the first failure.
+#
+#   ./verify_phase2.sh              # the docker-compose stack on localhost
+#   ./verify_phase2.sh --no-docker  # any stack (e.g. `make run`, or the native stack test)
+#
+# Environment: MLFLOW_URL (default http://localhost:5000), API_URL (default http://localhost:8000),
+# API_KEY (sent as X-API-Key when set), PREDICTION_EXPERIMENT (default credit-risk-predictions),
+# VERIFY_TIMEOUT seconds to wait for the prediction to reach MLflow (default 30),
+# VERIFY_JSON=jq|python to force the JSON tool (default: jq when installed, else python3).
+set -euo pipefail
+
+MLFLOW_URL="${MLFLOW_URL:-http://localhost:5000}"
+MLFLOW_URL="${MLFLOW_URL%/}"
+API_URL="${API_URL:-http://localhost:8000}"
+API_URL="${API_URL%/}"
+API_KEY="${API_KEY:-}"
+PREDICTION_EXPERIMENT="${PREDICTION_EXPERIMENT:-credit-risk-predictions}"
+VERIFY_TIMEOUT="${VERIFY_TIMEOUT:-30}"
+USE_DOCKER=1
+
+usage() {
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+for arg in "$@"; do
+  case "$arg" in
+    --no-docker) USE_DOCKER=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+STEP=0
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+step() { STEP=$((STEP + 1)); printf '%d. %s ... ' "$STEP" "$1"; }
+ok() { echo "ok${1:+ ($1)}"; }
+skip() { echo "skipped ($1)"; }
+fail() {
+  echo "FAILED"
+  echo "verify_phase2: $1" >&2
+  exit 1
+}
+
+# --- JSON: jq when present, python3 otherwise. Each query is written for both tools. ---------------
+if [[ -n "${VERIFY_JSON:-}" ]]; then
+  JSON_TOOL="$VERIFY_JSON"
+elif command -v jq >/dev/null 2>&1; then
+  JSON_TOOL=jq
+else
+  JSON_TOOL=python
+fi
+case "$JSON_TOOL" in
+  jq) command -v jq >/dev/null 2>&1 || { echo "verify_phase2: VERIFY_JSON=jq but jq is not installed" >&2; exit 2; } ;;
+  python) command -v python3 >/dev/null 2>&1 || { echo "verify_phase2: neither jq nor python3 is installed" >&2; exit 2; } ;;
+  *) echo "verify_phase2: VERIFY_JSON must be jq or python, not '$JSON_TOOL'" >&2; exit 2 ;;
+esac
+
+# json FILE JQ_FILTER PYTHON_EXPRESSION: print the result; the Python expression sees the document as `d`.
+# Both print "" for a missing value, and fail (non-zero) on a body that is not JSON.
+json() {
+  if [[ "$JSON_TOOL" == jq ]]; then
+    jq -r "$2" "$1"
+  else
+    python3 - "$1" "$3" <<'PY'
+import json, sys
+with open(sys.argv[1]) as f:
+    d = json.load(f)
+value = eval(sys.argv[2], {"d": d})
+print("" if value is None else (str(value).lower() if isinstance(value, bool) else value))
+PY
+  fi
+}
+
+# http METHOD URL OUTFILE [BODY]: the HTTP status code; the body goes to OUTFILE ("000" when unreachable).
+http() {
+  local args=(-sS -o "$3" -w '%{http_code}' --max-time 10 -X "$1" "$2")
+  # The key goes to the API only, never to MLflow.
+  if [[ -n "$API_KEY" && "$2" == "$API_URL"/* ]]; then args+=(-H "X-API-Key: $API_KEY"); fi
+  if [[ $# -ge 4 ]]; then args+=(-H 'Content-Type: application/json' --data "$4"); fi
+  curl "${args[@]}" 2>"$WORK/curl.err" || true
+}
+
+command -v curl >/dev/null 2>&1 || { echo "verify_phase2: curl is required" >&2; exit 2; }
+
+echo "Verifying the credit-risk stack: MLflow $MLFLOW_URL, API $API_URL (JSON via $JSON_TOOL)"
+
+# --- 1. Docker and Compose ---------------------------------------------------------------------------
+step "Docker and Compose present"
+if [[ "$USE_DOCKER" == 0 ]]; then
+  skip "--no-docker"
+else
+  command -v docker >/dev/null 2>&1 || fail "docker not found (use --no-docker to check a stack not run by compose)"
+  if docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+  elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE=(docker-compose)
+  else
+    fail "neither 'docker compose' nor 'docker-compose' found"
+  fi
+  ok "$(docker --version | head -n 1), compose $("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')"
+
+  step "compose services running"
+  if ! running="$("${COMPOSE[@]}" ps --services --filter status=running 2>"$WORK/compose.err")"; then
+    skip "compose cannot list services: $(tail -n 1 "$WORK/compose.err"): checking the URLs only"
+  elif [[ -z "$running" ]]; then
+    skip "no service of this compose project runs here: checking the URLs only"
+  else
+    for service in mlflow api; do
+      grep -qx "$service" <<<"$running" || fail "compose service '$service' is not running: docker-compose up -d $service"
+    done
+    ok "$(tr '\n' ' ' <<<"$running" | sed 's/ $//')"
+  fi
+fi
+
+# --- 2. MLflow ---------------------------------------------------------------------------------------
+step "MLflow healthy ($MLFLOW_URL/health)"
+code="$(http GET "$MLFLOW_URL/health" "$WORK/body")"
+[[ "$code" == 200 ]] || fail "MLflow at $MLFLOW_URL/health answered '$code' $(cat "$WORK/curl.err"): is the mlflow service up? (docker-compose logs mlflow)"
+ok
+
+# /health passes whatever the Host header; an API call shows whether the server accepts ours.
+step "MLflow API accepts this host"
+code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/search?max_results=1" "$WORK/body")"
+[[ "$code" == 200 ]] || fail "MLflow API answered $code: $(head -c 300 "$WORK/body"). If 403 'Invalid Host header', add this host to the server's --allowed-hosts"
+ok
+
+# --- 3. API ------------------------------------------------------------------------------------------
+step "API healthy ($API_URL/health/ready)"
+code="$(http GET "$API_URL/health/ready" "$WORK/body")"
+case "$code" in
+  200) ok ;;
+  000) fail "API at $API_URL is not reachable $(cat "$WORK/curl.err"): is the api service up? (docker-compose logs api)" ;;
+  *) fail "API not ready (HTTP $code): $(head -c 300 "$WORK/body"). Is a version of the model in Production? (docker-compose up trainer)" ;;
+esac
+
+# --- 4. Model --------------------------------------------------------------------------------------
+step "model served is in Production with a dataset hash"
+code="$(http GET "$API_URL/model/info" "$WORK/info")"
+[[ "$code" == 200 ]] || fail "/model/info answered $code: $(head -c 300 "$WORK/info")"
+stage="$(json "$WORK/info" '.model_stage // empty' 'd.get("model_stage")')" || fail "/model/info is not JSON: $(head -c 300 "$WORK/info")"
+[[ "$stage" == Production ]] || fail "model_stage is '$stage', expected 'Production'"
+hash="$(json "$WORK/info" '.dataset_hash // empty' 'd.get("dataset_hash")')"
+[[ -n "$hash" ]] || fail "/model/info carries no dataset_hash"
+version="$(json "$WORK/info" '.model_version // empty' 'd.get("model_version")')"
+name="$(json "$WORK/info" '.model_name // empty' 'd.get("model_name")')"
+ok "$name version $version, dataset ${hash:0:12}…"
+
+# --- 5. Prediction ---------------------------------------------------------------------------------
+# The prediction experiment's id in EXP_ID ("" while the experiment does not exist yet).
+find_experiment() {
+  local code
+  EXP_ID=""
+  code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/get-by-name?experiment_name=$PREDICTION_EXPERIMENT" "$WORK/exp")"
+  if [[ "$code" == 200 ]]; then
+    EXP_ID="$(json "$WORK/exp" '.experiment.experiment_id' 'd["experiment"]["experiment_id"]')" ||
+      fail "MLflow experiments/get-by-name did not answer JSON: $(head -c 300 "$WORK/exp")"
+  fi
+}
+
+# Writes the latest `probability` point of each run to FILE, sorted, as "run_id step value" lines
+# (the API logs step = its sequence number, so a new prediction changes its run's line).
+latest_points() {
+  local code
+  : >"$1"
+  [[ -n "$EXP_ID" ]] || return 0
+  code="$(http POST "$MLFLOW_URL/api/2.0/mlflow/runs/search" "$WORK/runs" \
+    "{\"experiment_ids\": [\"$EXP_ID\"], \"max_results\": 1000}")"
+  [[ "$code" == 200 ]] || fail "MLflow runs/search answered $code: $(head -c 300 "$WORK/runs")"
+  # shellcheck disable=SC2016 # a jq program, not a shell expansion
+  json "$WORK/runs" \
+    '.runs[]? | .info.run_id as $r | (.data.metrics // [])[] | select(.key == "probability") | "\($r) \(.step) \(.value)"' \
+    '"\n".join("%s %s %s" % (r["info"]["run_id"], m["step"], m["value"]) for r in d.get("runs", []) for m in r.get("data", {}).get("metrics", []) if m["key"] == "probability")' \
+    >"$WORK/points" || fail "MLflow runs/search did not answer JSON: $(head -c 300 "$WORK/runs")"
+  LC_ALL=C sort "$WORK/points" >"$1"
+}
+
+find_experiment
+latest_points "$WORK/before"
+
+step "a prediction returns a result"
+payload='{
+  "RevolvingUtilizationOfUnsecuredLines": 0.766127,
+  "age": 45,
+  "NumberOfTime30_59DaysPastDueNotWorse": 2,
+  "DebtRatio": 0.802982,
+  "MonthlyIncome": 9120.0,
+  "NumberOfOpenCreditLinesAndLoans": 13,
+  "NumberOfTimes90DaysLate": 0,
+  "NumberRealEstateLoansOrLines": 6,
+  "NumberOfTime60_89DaysPastDueNotWorse": 0,
+  "NumberOfDependents": 2
+}'
+code="$(http POST "$API_URL/predict" "$WORK/pred" "$payload")"
+[[ "$code" == 200 ]] || fail "/predict answered $code: $(head -c 300 "$WORK/pred")"
+prediction="$(json "$WORK/pred" '.prediction // empty' 'd.get("prediction")')"
+probability="$(json "$WORK/pred" '.probability // empty' 'd.get("probability")')"
+[[ "$prediction" == 0 || "$prediction" == 1 ]] || fail "prediction is '$prediction', expected 0 or 1: $(head -c 300 "$WORK/pred")"
+[[ -n "$probability" ]] || fail "no probability in the answer: $(head -c 300 "$WORK/pred")"
+ok "prediction $prediction, probability $probability"
+
+# --- 6. The prediction reaches MLflow ----------------------------------------------------------------
+step "prediction logged in MLflow experiment '$PREDICTION_EXPERIMENT'"
+deadline=$((SECONDS + VERIFY_TIMEOUT))
+while :; do
+  [[ -n "$EXP_ID" ]] || find_experiment
+  latest_points "$WORK/after"
+  # A line only in "after" is a new run or a higher step: it holds our prediction.
+  LC_ALL=C comm -13 "$WORK/before" "$WORK/after" >"$WORK/new"
+  if [[ -s "$WORK/new" ]]; then
+    read -r run_id step_no value <"$WORK/new"
+    ok "run ${run_id:0:12}…, step $step_no, probability $value"
+    break
+  fi
+  if ((SECONDS >= deadline)); then
+    [[ -n "$EXP_ID" ]] || fail "no experiment '$PREDICTION_EXPERIMENT' in MLflow after ${VERIFY_TIMEOUT}s: is prediction logging on? (docker-compose logs api)"
+    fail "no new 'probability' point in '$PREDICTION_EXPERIMENT' after ${VERIFY_TIMEOUT}s (GET $API_URL/health shows the log backlog)"
+  fi
+  sleep 1
+done
+
+echo "All checks passed."
