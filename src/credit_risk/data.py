@@ -108,6 +108,10 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise DataValidationError(
             ValidationReport(str(path), errors=[Problem("<file>", "the file is empty")])
         ) from e
+    except OSError as e:  # missing file, a directory, no permission
+        raise DataValidationError(
+            ValidationReport(str(path), errors=[Problem("<file>", f"cannot be read: {e.strerror or e}")])
+        ) from e
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataValidationError(
             ValidationReport(str(path), errors=[Problem("<file>", f"not a readable CSV: {e}")])
@@ -146,7 +150,9 @@ def validate(df: pd.DataFrame, path: str = "<data>") -> tuple[pd.DataFrame, Vali
     typed = pd.DataFrame(index=df.index)
     for c in REQUIRED:
         raw = df[c]
-        values = pd.to_numeric(raw, errors="coerce") if raw.dtype == object else raw.astype(float)
+        # pandas 3 reads text as its `str` dtype, not object: anything non-numeric is coerced here
+        numeric = pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw)
+        values = raw.astype(float) if numeric else pd.to_numeric(raw, errors="coerce")
         bad_text = values.isna() & raw.notna()
         if bad_text.any():
             errors.append(_problem(c, bad_text, f"not a number (e.g. {raw[bad_text].iloc[0]!r})"))
