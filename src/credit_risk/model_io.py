@@ -103,11 +103,12 @@ def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedM
     mv = client.get_model_version(name, version)
     with tempfile.TemporaryDirectory(prefix="credit-risk-model-") as tmp:
         try:
+            # Not a models:/ URI: MLflow resolves those through the process-wide registry URI,
+            # ignoring this client's (a local sqlite file when MLFLOW_TRACKING_URI is unset).
+            download_uri = client.get_model_version_download_uri(name, version)
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
-                    dst_path=tmp,
-                    tracking_uri=client._registry_uri,
+                    artifact_uri=download_uri, dst_path=tmp, tracking_uri=client._tracking_client.tracking_uri
                 )
             )
         except Exception as e:  # any storage or registry failure means "cannot be served"
