@@ -1,0 +1,135 @@
+"""Prometheus metrics: per-route request counts and latencies, predictions, model and log state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Fine buckets at the low end: a single prediction takes about a millisecond.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ApiMetrics:
+    """The app's own registry (one per app, so several apps can live in one test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "credit_risk_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "credit_risk_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "credit_risk_predictions",
+            "Predictions served, by outcome (1 = serious delinquency expected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.outcome_0 = self.predictions.labels(outcome="0")
+        self.outcome_1 = self.predictions.labels(outcome="1")
+        self._children: dict[tuple, tuple] = {}
+
+    def record_predictions(self, n_positive: int, n_total: int) -> None:
+        """Count predictions by outcome."""
+        if n_positive:
+            self.outcome_1.inc(n_positive)
+        if n_total - n_positive:
+            self.outcome_0.inc(n_total - n_positive)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (label lookups cached: they cost more than the inc)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route=route, method=method, status=str(status)),
+                self.latency.labels(route=route, method=method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def add_collector(self, collector: Collector) -> None:
+        """Register a collector that reads live state at scrape time."""
+        self.registry.register(collector)
+
+
+class StateCollector(Collector):
+    """Model version and prediction-log counters, read at scrape time from their owners."""
+
+    def __init__(self, model_version: Callable[[], str | None], log_stats: Callable[[], dict]):
+        self._model_version = model_version
+        self._log_stats = log_stats
+
+    def collect(self):
+        """Yield the current values."""
+        version = self._model_version()
+        served = GaugeMetricFamily(
+            "credit_risk_model_version_served",
+            "Registered version served now (0 when nothing is).",
+        )
+        served.add_metric([], float(version) if version and version.isdigit() else 0.0)
+        yield served
+        ready = GaugeMetricFamily("credit_risk_model_ready", "1 when a Production model is served.")
+        ready.add_metric([], 1.0 if version else 0.0)
+        yield ready
+        stats = self._log_stats()
+        prefix = "credit_risk_prediction_log"
+        yield _gauge(f"{prefix}_queue_depth", "Records waiting in memory.", stats["queue_depth"])
+        yield _gauge(f"{prefix}_spool_backlog", "Records waiting in the spool file.", stats["spool_backlog"])
+        for name, help_text in (
+            ("logged", "Records written to MLflow."),
+            ("spooled", "Records written to the spool (tracking server down or queue full)."),
+            ("replayed", "Spooled records logged after recovery."),
+            ("dropped", "Records lost because the spool itself could not be written."),
+        ):
+            c = CounterMetricFamily(f"{prefix}_{name}", help_text)
+            c.add_metric([], float(stats[f"{name}_total"]))
+            yield c
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, help_text)
+    g.add_metric([], float(value))
+    return g
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no per-request task like BaseHTTPMiddleware): times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = scope.get("route")
+            # The template, not the raw path: unknown paths must not blow up the label set.
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(path, scope["method"], status, time.perf_counter() - start)

@@ -1,0 +1,166 @@
+"""Which model is served: the Production version of the registry, swapped atomically when it changes.
+
+Knows nothing of HTTP. The served state is one immutable `Serving` object behind a single
+reference: a request reads the reference once and predicts with that snapshot, so a swap
+(one assignment, done by the poll thread) never mixes two versions inside one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from credit_risk.api.errors import ModelNotReady
+from credit_risk.api.fast_forest import make_scorer
+from credit_risk.model_io import LoadedModel, ModelRejected, load_model_version
+from credit_risk.registry import production_version
+
+log = logging.getLogger(__name__)
+
+# The test metrics the trainer logs on a version's run; /model/info shows those that exist.
+RUN_METRICS = (
+    "roc_auc",
+    "gini",
+    "ks",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "brier",
+    "log_loss",
+    "decision_threshold",
+)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A snapshot of what is served: a model, or the reason there is none."""
+
+    model: LoadedModel | None
+    reason: str = ""
+    loaded_at: datetime | None = None
+    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # The model's predict_proba, or the exact fast path for it (fast_forest), and which one.
+    score: Callable[[np.ndarray], np.ndarray] | None = None
+    scorer: str = ""
+
+
+class ModelHolder:
+    """Follows the Production stage of one registered model and holds the loaded version."""
+
+    def __init__(self, client: MlflowClient, model_name: str, poll_seconds: float):
+        self._client = client
+        self.model_name = model_name
+        self._poll_seconds = poll_seconds
+        self._state = Serving(None, "the first registry poll has not finished yet")
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.tracking_reachable: bool | None = None
+        self.last_poll_at: datetime | None = None
+
+    @property
+    def state(self) -> Serving:
+        """The current snapshot (one attribute read: safe from any thread)."""
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """True when a Production model is loaded."""
+        return self._state.model is not None
+
+    def current(self) -> Serving:
+        """The snapshot to predict with, or ModelNotReady with the reason nothing is served."""
+        state = self._state
+        if state.model is None:
+            raise ModelNotReady(state.reason)
+        return state
+
+    def refresh(self) -> Serving:
+        """Ask the registry now; load and swap in a new Production version, or serve nothing."""
+        with self._refresh_lock:  # the poll thread and /model/reload never load twice at once
+            self._refresh()
+            return self._state
+
+    def _refresh(self) -> None:
+        self.last_poll_at = datetime.now(UTC)
+        try:
+            mv = production_version(self._client, self.model_name)
+        except Exception as e:
+            self.tracking_reachable = False
+            if self._state.model is None:
+                self._set(Serving(None, f"the model registry is unreachable: {_short(e)}"))
+            else:
+                # The registry cannot say the version left Production, so it stays: a dead
+                # tracking server must not take predictions down with it.
+                log.warning(
+                    "registry poll failed, still serving version %s: %s", self._state.model.version, e
+                )
+            return
+        self.tracking_reachable = True
+        if mv is None:
+            self._set(Serving(None, f"no version of model '{self.model_name}' is in the Production stage"))
+            return
+        current = self._state.model
+        if current is not None and current.version == str(mv.version):
+            return
+        log.info("Production version of %s is %s; loading it", self.model_name, mv.version)
+        try:
+            model = load_model_version(self._client, self.model_name, str(mv.version))
+        except ModelRejected as e:
+            self._set(Serving(None, f"Production version {mv.version} cannot be served: {e}"))
+            return
+        except Exception as e:  # the registry or artifact store failed mid-load
+            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {_short(e)}"))
+            return
+        score, scorer = make_scorer(model)
+        metrics = MappingProxyType(self._run_metrics(model.run_id))
+        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
+
+    def _run_metrics(self, run_id: str) -> dict[str, float]:
+        try:
+            metrics = self._client.get_run(run_id).data.metrics
+        except Exception as e:  # info only: a model without its run's metrics is still servable
+            log.warning("metrics of run %s unavailable: %s", run_id, e)
+            return {}
+        return {k: float(metrics[k]) for k in RUN_METRICS if k in metrics}
+
+    def _set(self, state: Serving) -> None:
+        old = self._state
+        self._state = state  # the atomic swap
+        if state.model is not None:
+            log.info("now serving %s version %s (%s)", state.model.name, state.model.version, state.scorer)
+        elif old.model is not None or old.reason != state.reason:
+            log.warning("serving nothing: %s", state.reason)
+
+    def start(self) -> None:
+        """Poll the registry in a daemon thread: at once, then every poll interval."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any surprise
+                log.exception("registry poll failed unexpectedly")
+            self._stop.wait(self._poll_seconds)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling (an in-progress load is left to finish within `timeout`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:300]
