@@ -7,6 +7,7 @@ reference: a request reads the reference once and predicts with that snapshot, s
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -123,6 +124,7 @@ class ModelHolder:
         score, scorer = make_scorer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
         self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
+        gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
 
     def _run_metrics(self, run_id: str) -> dict[str, float]:
         try:
