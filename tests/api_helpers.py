@@ -135,6 +135,15 @@ class ApiProcess:
                 self.process.wait()
         return self.process.returncode
 
+    def terminate_cleanly(self, timeout: float = 60.0) -> bool:
+        """SIGTERM; True when the lifespan shutdown ran to the end.
+
+        uvicorn re-raises the captured SIGTERM after its graceful shutdown, so a clean exit
+        reads as -15 (143 in a container), not 0.
+        """
+        code = self.terminate(timeout)
+        return code in (0, -signal.SIGTERM) and "Application shutdown complete" in self.log()
+
     def log(self) -> str:
         """The process's output so far."""
         return self.log_path.read_text(errors="replace")
