@@ -71,7 +71,9 @@ class LocalSettings(BaseSettings):
     # SQLite database, artifacts, server log and prediction spool of the local stack (ignored by git).
     local_mlflow_dir: Path = Path("mlflow/data")
     training_csv: Path = Path("data/cs-training.csv")
+    # The trainer and the API read the same variable; here it is only to check the registry.
+    model_name: str = "credit-risk-model"
     # Only to print a working curl line; the API reads its own API_KEY.
     api_key: str | None = None
     mlflow_start_seconds: float = Field(120.0, gt=0)
-    api_ready_seconds: float = Field(180.0, gt=0)
+    api_ready_seconds: float = Field(120.0, gt=0)
