@@ -105,6 +105,7 @@ class Stack:
     api: subprocess.Popen | None = None
     trainer_result: subprocess.CompletedProcess | None = None
     verify_before_training: subprocess.CompletedProcess | None = None
+    api_key: str = ""
     logs: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -136,6 +137,7 @@ class Stack:
                 API_PORT=str(self.api_port),
                 PREDICTION_LOG_SPOOL_DIR=str(self.root / "spool"),
                 MODEL_POLL_SECONDS="1",  # the test waits for the trainer's promotion, not 10 s
+                API_KEY=self.api_key,
             )
         return client_env(env)
 
@@ -328,6 +330,7 @@ def test_runs_versions_and_production_survive_a_restart(stack):
     stack.server.stop()
     assert http_status(f"{stack.mlflow_url}/health") == 0
     stack.start_mlflow()
+    stack.api_key = "restarted-with-a-key"  # and the script's X-API-Key path gets exercised too
     stack.start_api()
     stack.wait_api_ready()
 
@@ -338,7 +341,7 @@ def test_runs_versions_and_production_survive_a_restart(stack):
     info_after = urllib.request.urlopen(f"{stack.api_url}/model/info", timeout=5).read()  # noqa: S310
     assert _field(info_after, "model_version") == _field(info_before, "model_version")
     # The other JSON path of the script (python3 instead of jq), against the restarted stack.
-    result = run_verify(stack.mlflow_url, stack.api_url, VERIFY_JSON="python")
+    result = run_verify(stack.mlflow_url, stack.api_url, VERIFY_JSON="python", API_KEY=stack.api_key)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(JSON via python)" in result.stdout
 
