@@ -356,3 +356,25 @@ def test_verify_stops_at_the_first_failure_when_mlflow_is_down():
     assert "MLflow at" in result.stderr and "is the mlflow service up?" in result.stderr
     assert result.stdout.splitlines()[-1].startswith("2. MLflow healthy")
     assert "API healthy" not in result.stdout
+
+
+def test_verify_fails_when_the_prediction_never_reaches_mlflow(stack):
+    """A second API on the same registry with prediction logging off: the last check must catch it."""
+    port = free_port()
+    env = {**stack.service_env("api"), "API_PORT": str(port), "PREDICTION_LOGGING": "false"}
+    log_path = stack.root / "api-no-logging.log"
+    with open(log_path, "w") as out:
+        api = subprocess.Popen(
+            native(dockerfile_cmd("Dockerfile.api")), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health/ready", 200, 120, api, log_path)
+        result = run_verify(
+            stack.mlflow_url, f"http://127.0.0.1:{port}", VERIFY_TIMEOUT="3", API_KEY=stack.api_key
+        )
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith("7. prediction logged in MLflow")
+    assert "no new 'probability' point" in result.stderr or "no experiment" in result.stderr
