@@ -33,6 +33,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from credit_risk import evaluate
 from credit_risk.data import DataValidationError, fingerprint, load_dataset
@@ -131,6 +132,11 @@ def _set_decision_tags(
 
 def train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
     """The whole flow; raises DataValidationError or TrackingServerUnavailable before logging."""
+    with threadpool_limits(limits=settings.train_threads):
+        return _train(csv_path, settings)
+
+
+def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
     seed = settings.seed
     with stage("load and validate"):
         typed, report = load_dataset(csv_path)
@@ -249,9 +255,18 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; unset options fall back to TrainerSettings (environment, then defaults)."""
-    p = _Parser(prog="python -m credit_risk.train", description=__doc__.split("\n\n")[0])
+    p = _Parser(
+        prog="python -m credit_risk.train",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__[__doc__.index("Exit codes:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
-        "--csv", type=Path, default=Path("data/cs-training.csv"), help="training CSV (cs-training.csv)"
+        "--csv",
+        type=Path,
+        default=Path("data/cs-training.csv"),
+        metavar="PATH",
+        help="training CSV (default data/cs-training.csv)",
     )
     p.add_argument("--experiment", help="MLflow experiment (default credit-risk-prediction)")
     p.add_argument("--model-name", help="registered model name (default credit-risk-model)")
@@ -261,9 +276,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seed for the split and the models (default 42)")
     p.add_argument("--min-auc", type=float, help="lowest test AUC the gate promotes (default 0.75)")
     p.add_argument(
+        "--threads",
+        type=int,
+        dest="train_threads",
+        help="OpenMP threads for fitting and scoring (default TRAIN_THREADS or 1)",
+    )
+    p.add_argument(
         "--wait-seconds",
         type=float,
         dest="mlflow_wait_seconds",
+        metavar="SECONDS",
         help="how long to wait for the tracking server (default MLFLOW_WAIT_SECONDS or 60)",
     )
     return p.parse_args(argv)
