@@ -168,9 +168,10 @@ def test_predict_rejects_nan_and_infinity(client, literal):
     assert _fields(resp) == ["DebtRatio"]
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2", b"\xff\xfe"])
-def test_predict_rejects_body_that_is_not_json(client, body):
-    resp = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2", b"\xff\xfe", b'{"records": [NaN]}'])
+def test_predict_rejects_body_that_is_not_json(client, path, body):
+    resp = client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert resp.status_code == 422
     assert resp.json()["error"] == "invalid_input"
 
@@ -180,8 +181,9 @@ def test_predict_rejects_json_that_is_not_an_object(client):
     assert resp.status_code == 422
 
 
-def test_predict_rejects_form_encoded_body(client):
-    resp = client.post("/predict", data={"age": "45"})
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_predict_rejects_form_encoded_body(client, path):
+    resp = client.post(path, data={"age": "45"})
     assert resp.status_code == 422
     assert "application/json" in resp.json()["detail"]
 
@@ -213,6 +215,19 @@ def test_batch_names_the_bad_record_and_field(client):
 
 def test_batch_rejects_empty_records(client):
     resp = client.post("/predict/batch", json={"records": []})
+    assert resp.status_code == 422
+    assert _fields(resp) == ["records"]
+
+
+def test_batch_rejects_unknown_top_level_field(client):
+    resp = client.post("/predict/batch", json={"records": [SEED_PAYLOAD], "model": "v9"})
+    assert resp.status_code == 422
+    assert _fields(resp) == ["model"]
+
+
+def test_batch_rejects_nan_inside_a_record(client):
+    text = json.dumps({"records": [SEED_PAYLOAD, {**SEED_PAYLOAD, "DebtRatio": 1e999}]})
+    resp = client.post("/predict/batch", content=text, headers={"Content-Type": "application/json"})
     assert resp.status_code == 422
 
 

@@ -12,9 +12,11 @@ from typing import Annotated
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from credit_risk.api.auth import require_api_key
 from credit_risk.api.errors import BatchTooLarge, ModelNotReady, install_error_handlers
@@ -152,11 +154,45 @@ async def predict(
     )
 
 
-@protected.post("/predict/batch", tags=["predict"], response_model=BatchPredictionResponse)
-async def predict_batch(
-    body: BatchPredictionRequest, request: Request, holder: HolderDep, plog: LogDep, metrics: MetricsDep
-) -> Response:
+# The batch body is parsed and validated by pydantic-core in one pass (model_validate_json):
+# FastAPI's json.loads-then-validate took ~100 ms of the 200 ms budget for 10,000 records.
+# The schema is declared by hand so /docs still shows it.
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/BatchPredictionRequest"},
+                "example": BatchPredictionRequest.model_config["json_schema_extra"]["examples"][0],
+            }
+        },
+    }
+}
+
+
+async def _batch_body(request: Request) -> BatchPredictionRequest:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.split(";")[0].strip().lower().endswith("json"):
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",), "msg": "", "input": ""}]
+        )
+    try:
+        return BatchPredictionRequest.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(
+            [
+                {**err, "loc": ("body", *err["loc"])} if err["type"] != "json_invalid" else err
+                for err in e.errors()
+            ]
+        ) from None
+
+
+@protected.post(
+    "/predict/batch", tags=["predict"], response_model=BatchPredictionResponse, openapi_extra=_BATCH_BODY
+)
+async def predict_batch(request: Request, holder: HolderDep, plog: LogDep, metrics: MetricsDep) -> Response:
     """Many applicants in one vectorised model call, answers in request order."""
+    body = await _batch_body(request)
     n = len(body.records)
     limit = request.app.state.max_batch_size
     if n > limit:
@@ -164,8 +200,7 @@ async def predict_batch(
     state = holder.current()
     model = state.model
     X = to_array(body.records)
-    # A big batch takes milliseconds: off the event loop, so single predictions keep flowing.
-    probs = await asyncio.to_thread(state.score, X) if n > 100 else state.score(X)
+    probs = await _score_batch(state.score, X)
     preds = (probs >= model.threshold).astype(np.int8)
     seq0 = plog.submit(model.name, model.version, X, probs, preds)
     metrics.record_predictions(int(preds.sum()), n)
@@ -178,6 +213,17 @@ async def predict_batch(
     return Response(
         orjson.dumps({"model_version": model.version, "predictions": items}), media_type="application/json"
     )
+
+
+async def _score_batch(score, X: np.ndarray) -> np.ndarray:
+    # A big batch takes tens of milliseconds: off the event loop, so single predictions keep
+    # flowing, and in two halves, since scikit-learn's tree loop releases the GIL (2 cores here).
+    if len(X) <= 100:
+        return score(X)
+    if len(X) < 2000:
+        return await asyncio.to_thread(score, X)
+    halves = await asyncio.gather(*(asyncio.to_thread(score, part) for part in np.array_split(X, 2)))
+    return np.concatenate(halves)
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -248,10 +294,28 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         )
     )
     install_error_handlers(app)
+    _document_batch_body(app)
     app.include_router(router)
     app.include_router(protected)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _document_batch_body(app: FastAPI) -> None:
+    """Add the batch body's schema, which no route parameter declares, to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            batch = BatchPredictionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in batch.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components["BatchPredictionRequest"] = batch
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _served_version(app: FastAPI) -> str | None:

@@ -11,6 +11,9 @@ from fastapi.responses import Response
 
 log = logging.getLogger(__name__)
 
+# A 10,000-record batch can be wrong everywhere: the answer names the first ones only.
+MAX_REPORTED_ERRORS = 100
+
 
 class ApiError(Exception):
     """Base of the errors a client can be told about; `status` and `code` travel with the class."""
@@ -68,7 +71,9 @@ def _describe(errors: list[dict]) -> list[dict[str, str]]:
         if e.get("type") == "json_invalid":
             msg = f"not valid JSON: {e.get('ctx', {}).get('error', 'decode error')}"
             fields.append({"field": "body", "message": msg})
-        elif e.get("type") == "model_attributes_type" and tuple(e.get("loc", ())) == ("body",):
+        elif e.get("type") in ("model_attributes_type", "model_type") and tuple(e.get("loc", ())) == (
+            "body",
+        ):
             # FastAPI hands the raw bytes over when the Content-Type is not JSON.
             fields.append(
                 {"field": "body", "message": "expected a JSON object (Content-Type: application/json)"}
@@ -85,7 +90,7 @@ async def _api_error_handler(_: Request, exc: ApiError) -> Response:
 
 
 async def _validation_handler(_: Request, exc: RequestValidationError) -> Response:
-    fields = _describe(list(exc.errors()))
+    fields = _describe(list(exc.errors())[:MAX_REPORTED_ERRORS])
     shown = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
     more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
     return error_response(422, "invalid_input", f"{shown}{more}", fields)

@@ -453,7 +453,7 @@ class PredictionLogger:
 
     @property
     def queue_depth(self) -> int:
-        """Records waiting in memory."""
+        """Records in memory: queued, or taken by the worker and not yet logged or spooled."""
         return self._queued
 
     @property
@@ -484,13 +484,16 @@ class PredictionLogger:
         self._final_cycle()
 
     def _take(self) -> list[dict]:
+        # The queue depth drops only in _release, once the records are logged or spooled, so
+        # "nothing queued" also means "nothing in flight".
         records: list[dict] = []
         while self._queue:
-            block = self._queue.popleft()
-            records.extend(_expand(block, self.process_id))
-            with self._lock:
-                self._queued -= len(block.probs)
+            records.extend(_expand(self._queue.popleft(), self.process_id))
         return records
+
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self._queued -= n
 
     def _down(self, now: float) -> None:
         self.tracking_ok = False
@@ -505,15 +508,18 @@ class PredictionLogger:
         records = self._take()
         now = time.monotonic()
         if records:
-            if self._spool.pending or now < self._retry_at:
-                self._to_spool(records)  # behind the spool, to keep the order
-            else:
-                rest = self._sink.write(records)
-                if rest:
-                    self._to_spool(rest)
-                    self._down(now)
+            try:
+                if self._spool.pending or now < self._retry_at:
+                    self._to_spool(records)  # behind the spool, to keep the order
                 else:
-                    self._up()
+                    rest = self._sink.write(records)
+                    if rest:
+                        self._to_spool(rest)
+                        self._down(now)
+                    else:
+                        self._up()
+            finally:
+                self._release(len(records))
         if self._spool.pending and time.monotonic() >= self._retry_at:
             self._replay(time.monotonic() + replay_budget_s)
         if time.monotonic() >= self._retry_at and not self._sink.upload_chunks():
@@ -547,6 +553,7 @@ class PredictionLogger:
             rest = self._take()  # anything left after a failure above
             if rest:
                 self._to_spool(rest)
+                self._release(len(rest))
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush the queue to MLflow (or to the spool) and stop the worker."""
@@ -557,7 +564,9 @@ class PredictionLogger:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("prediction log: worker still busy after %.0fs; spooling what is queued", timeout)
-                self._to_spool(self._take())
+                rest = self._take()
+                self._to_spool(rest)
+                self._release(len(rest))
         self._spool.close()
 
     def stats(self) -> dict[str, int | bool]:

@@ -1,0 +1,428 @@
+"""Benchmark: our API against `mlflow models serve` and Seldon MLServer on the same Production model.
+
+    python bench/api_bench.py [--rounds 3] [--duration 15] [--connections 16] [--skip-mlserver]
+
+One run, everything on this machine:
+1. a fresh `mlflow server` (SQLite, temp dir) and the real trainer (`python -m credit_risk.train`
+   on data/cs-training.csv) register and promote the model, as in production;
+2. the targets serve that Production version: our API with prediction logging on, the same
+   with logging off, `mlflow models serve --env-manager local`, and MLServer 1.7.1 with its
+   scikit-learn runtime (own virtualenv under bench/.venv-mlserver, created on first use: it
+   pins its own FastAPI) fed a raw FP64 tensor and, separately, named columns;
+3. wrk (Debian package `wrk`) drives single-row requests with N connections, the targets taking
+   turns round after round so that the machine's noise hits all of them alike;
+4. /predict/batch with 10,000 real rows is timed, and the prediction log is checked: every 200
+   response of our logging-on API must be in MLflow as a `probability` point.
+
+Every target gets the same environment, OMP_NUM_THREADS=1 included. Only the `mlflow models
+serve` process gets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true: MLflow's own loader refuses skops
+models without it (our API never sets it; it loads with its own trusted-type list).
+MLServer loads a joblib dump of the very same pipeline (its scikit-learn runtime reads joblib,
+not skops), written by this script from the version our loader accepted.
+Not part of `make test`: it takes several minutes and prints figures, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from credit_risk.data import load_dataset  # noqa: E402
+from credit_risk.features import FEATURES  # noqa: E402
+from credit_risk.model_io import load_model_version  # noqa: E402
+from credit_risk.registry import production_version  # noqa: E402
+from credit_risk.server import free_port, server_env, start_tracking_server  # noqa: E402
+from credit_risk.tracking import wait_for_tracking_server  # noqa: E402
+
+MODEL_NAME = "credit-risk-model"
+MLSERVER_VENV = ROOT / "bench" / ".venv-mlserver"
+MLSERVER_PINS = [
+    "mlserver==1.7.1",
+    "mlserver-sklearn==1.7.1",
+    "scikit-learn==1.9.1",  # the pipeline was fitted with this version: unpickling needs it
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    # uvloop 0.22+ raises in asyncio.get_event_loop() without a running loop, which MLServer
+    # 1.7.1's inference worker calls at start: the version of its own release time works.
+    "uvloop==0.21.0",
+]
+SEED_PAYLOAD = {
+    "RevolvingUtilizationOfUnsecuredLines": 0.766127,
+    "age": 45,
+    "NumberOfTime30_59DaysPastDueNotWorse": 2,
+    "DebtRatio": 0.802982,
+    "MonthlyIncome": 9120.0,
+    "NumberOfOpenCreditLinesAndLoans": 13,
+    "NumberOfTimes90DaysLate": 0,
+    "NumberRealEstateLoansOrLines": 6,
+    "NumberOfTime60_89DaysPastDueNotWorse": 0,
+    "NumberOfDependents": 2,
+}
+COMMON_ENV = {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+@dataclass
+class Target:
+    """One server under test: where to POST, what body, and its wrk results per round."""
+
+    name: str
+    url: str
+    body_file: Path
+    process: subprocess.Popen
+    results: list[dict] = field(default_factory=list)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def wait_for(url: str, timeout: float, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited {process.returncode}\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s\n{log_path.read_text()[-3000:]}")
+
+
+def spawn(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, 15)
+            process.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def train(tracking_uri: str, csv: Path, work: Path) -> None:
+    log("training with the real trainer (python -m credit_risk.train) ...")
+    env = server_env({"MLFLOW_TRACKING_URI": tracking_uri, **COMMON_ENV})
+    with open(work / "train.log", "wb") as out:
+        code = subprocess.call(
+            [sys.executable, "-m", "credit_risk.train", "--csv", str(csv)], stdout=out, stderr=out, env=env
+        )
+    if code != 0:
+        raise RuntimeError(f"trainer exited {code}: {(work / 'train.log').read_text()[-3000:]}")
+
+
+def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    tag = "on" if logging_on else "off"
+    env = server_env(
+        {
+            **COMMON_ENV,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            "PREDICTION_LOGGING": str(logging_on).lower(),
+            "PREDICTION_LOG_SPOOL_DIR": str(work / f"spool-{tag}"),
+        }
+    )
+    log_path = work / f"api-{tag}.log"
+    process = spawn([sys.executable, "-m", "credit_risk.api"], env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/health/ready", 120, process, log_path)
+    return url, process
+
+
+def start_mlflow_serve(tracking_uri: str, version: str, work: Path) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    # Only this peer: MLflow's loader will not read a skops model without it.
+    env = server_env(
+        {**COMMON_ENV, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    )
+    cmd = [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", f"models:/{MODEL_NAME}/{version}",
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    log_path = work / "mlflow-serve.log"
+    process = spawn(cmd, env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/ping", 180, process, log_path)
+    return url, process
+
+
+def ensure_mlserver_venv() -> Path:
+    python = MLSERVER_VENV / "bin" / "python"
+    if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        log(f"creating {MLSERVER_VENV} for MLServer (it pins its own FastAPI) ...")
+        subprocess.check_call([sys.executable, "-m", "venv", str(MLSERVER_VENV)])
+        subprocess.check_call([str(python), "-m", "pip", "install", "--quiet", *MLSERVER_PINS])
+    return MLSERVER_VENV / "bin" / "mlserver"
+
+
+def start_mlserver(pipeline, work: Path) -> tuple[str, subprocess.Popen]:
+    mlserver = ensure_mlserver_venv()
+    model_dir = work / "mlserver" / "credit-risk"
+    model_dir.mkdir(parents=True)
+    joblib.dump(pipeline, model_dir / "model.joblib")
+    (model_dir / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "credit-risk",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": "v1"},
+            }
+        )
+    )
+    port = free_port()
+    (work / "mlserver" / "settings.json").write_text(
+        json.dumps(
+            {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}
+        )
+    )
+    # The pipeline's first step is our CreditFeatures: unpickling needs the package on the path.
+    env = server_env({**COMMON_ENV, "PYTHONPATH": str(ROOT / "src")})
+    log_path = work / "mlserver.log"
+    process = spawn([str(mlserver), "start", str(work / "mlserver")], env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/v2/models/credit-risk/ready", 180, process, log_path)
+    return url, process
+
+
+def write_bodies(work: Path) -> dict[str, Path]:
+    row = [float(SEED_PAYLOAD[f]) for f in FEATURES]
+    bodies = {
+        "ours": SEED_PAYLOAD,
+        "mlflow": {"dataframe_split": {"columns": list(FEATURES), "data": [row]}},
+        "mlserver-tensor": {
+            "inputs": [{"name": "input-0", "shape": [1, len(FEATURES)], "datatype": "FP64", "data": row}],
+            "outputs": [{"name": "predict_proba"}],
+        },
+        "mlserver-columns": {
+            "inputs": [
+                {"name": f, "shape": [1, 1], "datatype": "FP64", "data": [v]}
+                for f, v in zip(FEATURES, row, strict=True)
+            ],
+            "parameters": {"content_type": "pd"},
+            "outputs": [{"name": "predict_proba"}],
+        },
+    }
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = work / f"body-{name}.json"
+        paths[name].write_text(json.dumps(body))
+    return paths
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * _UNITS[unit]
+
+
+def run_wrk(target: Target, duration: int, connections: int, threads: int) -> dict:
+    out = subprocess.run(
+        [
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+            "-s", str(ROOT / "bench" / "predict.lua"), target.url,
+        ],
+        env={**os.environ, "BENCH_BODY_FILE": str(target.body_file)},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+        "p99": _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["failed"] = (int(non_2xx.group(1)) if non_2xx else 0) + (
+        sum(map(int, errors.groups())) if errors else 0
+    )
+    return result
+
+
+def drain_log(api_url: str, timeout: float = 120) -> dict:
+    """Wait until our API's prediction log has nothing queued or spooled; return its counters."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = httpx.get(f"{api_url}/health", timeout=10).json()["prediction_log"]
+        if (stats["queue_depth"] == 0 and stats["spool_backlog"] == 0) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.5)
+
+
+def time_batches(api_url: str, rows: np.ndarray, repeats: int) -> list[float]:
+    records = [
+        {f: (None if np.isnan(v) else float(v)) for f, v in zip(FEATURES, row, strict=True)} for row in rows
+    ]
+    body = json.dumps({"records": records}).encode()
+    times = []
+    with httpx.Client(timeout=60) as http:
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            resp = http.post(
+                f"{api_url}/predict/batch", content=body, headers={"Content-Type": "application/json"}
+            )
+            times.append((time.perf_counter() - start) * 1e3)
+            resp.raise_for_status()
+            if len(resp.json()["predictions"]) != len(rows):
+                raise RuntimeError("the batch answer has the wrong length")
+    return times[1:]  # the first one warms up
+
+
+def predictions_served(api_url: str) -> int:
+    """Rows our API answered with 200 (its Prometheus counter, singles and batch rows)."""
+    text = httpx.get(f"{api_url}/metrics", timeout=10).text
+    pattern = r'^credit_risk_predictions_total\{outcome="[01]"\} (\S+)$'
+    return int(sum(float(v) for v in re.findall(pattern, text, re.M)))
+
+
+def count_logged_points(tracking_uri: str) -> int:
+    client = wait_for_tracking_server(tracking_uri, 30)
+    exp = client.get_experiment_by_name("credit-risk-predictions")
+    total = 0
+    for run in client.search_runs([exp.experiment_id], max_results=1000):
+        total += len(client.get_metric_history(run.info.run_id, "probability"))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
+    parser.add_argument("--batch-repeats", type=int, default=10)
+    parser.add_argument("--csv", type=Path, default=ROOT / "data" / "cs-training.csv")
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    if not args.csv.exists():
+        print(f"{args.csv} is missing: run `make data`", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="api-bench-"))
+    log(f"work directory {work}")
+    processes: list[subprocess.Popen] = []
+    tracking = None
+    try:
+        tracking = start_tracking_server(
+            f"sqlite:///{work / 'mlflow.db'}", str(work / "artifacts"), work / "mlflow-server.log"
+        )
+        train(tracking.url, args.csv, work)
+        client = wait_for_tracking_server(tracking.url, 30)
+        version = production_version(client, MODEL_NAME).version
+        model = load_model_version(client, MODEL_NAME, version)
+        log(f"Production: {MODEL_NAME} version {version} ({type(model.pipeline.steps[-1][1]).__name__})")
+
+        bodies = write_bodies(work)
+        targets: list[Target] = []
+        on_url, p = start_our_api(tracking.url, work, logging_on=True)
+        processes.append(p)
+        targets.append(Target("ours, logging on", f"{on_url}/predict", bodies["ours"], p))
+        off_url, p = start_our_api(tracking.url, work, logging_on=False)
+        processes.append(p)
+        targets.append(Target("ours, logging off", f"{off_url}/predict", bodies["ours"], p))
+        scorer = httpx.get(f"{on_url}/health").json()["scorer"]
+        log(f"our API scores with: {scorer}")
+        mlflow_url, p = start_mlflow_serve(tracking.url, version, work)
+        processes.append(p)
+        targets.append(Target("mlflow models serve", f"{mlflow_url}/invocations", bodies["mlflow"], p))
+        mlserver_note = ""
+        if args.skip_mlserver:
+            mlserver_note = "MLServer skipped (--skip-mlserver)"
+        else:
+            try:
+                ms_url, p = start_mlserver(model.pipeline, work)
+                processes.append(p)
+                infer = f"{ms_url}/v2/models/credit-risk/infer"
+                targets.append(Target("MLServer, FP64 tensor", infer, bodies["mlserver-tensor"], p))
+                targets.append(Target("MLServer, named columns", infer, bodies["mlserver-columns"], p))
+            except (RuntimeError, subprocess.CalledProcessError) as e:
+                mlserver_note = f"MLServer not measured: {e}"
+                log(mlserver_note)
+
+        for t in targets:  # warm-up, and a check that each answers 200
+            warm = run_wrk(t, 3, args.connections, args.wrk_threads)
+            if warm["failed"]:
+                raise RuntimeError(f"{t.name}: {warm['failed']} failed requests in the warm-up")
+        drain_log(on_url)
+        for r in range(args.rounds):
+            for t in targets:
+                t.results.append(run_wrk(t, args.duration, args.connections, args.wrk_threads))
+                if t.name == "ours, logging on":
+                    drain_log(on_url)  # its MLflow writes must not spill into the next target's turn
+                res = t.results[-1]
+                log(f"round {r + 1} {t.name}: {res['rps']:.0f} req/s, p50 {res['p50']:.1f} ms, "
+                    f"p99 {res['p99']:.1f} ms, failed {res['failed']}")  # fmt: skip
+
+        rows = load_dataset(args.csv)[0].loc[:, list(FEATURES)].to_numpy(dtype=np.float64)[:10_000]
+        batch_ms = time_batches(on_url, rows, args.batch_repeats)
+        stats = drain_log(on_url)
+        logged = count_logged_points(tracking.url)
+        served = predictions_served(on_url)
+
+        print()
+        print(f"Single-row predict, {args.connections} connections, wrk -t{args.wrk_threads}, "
+              f"{args.duration}s x {args.rounds} rounds")  # fmt: skip
+        print("(medians over rounds; failed = non-2xx responses + socket errors, all rounds)")
+        print(f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+        for t in targets:
+            med = {k: statistics.median(res[k] for res in t.results) for k in ("rps", "p50", "p99")}
+            failed = sum(res["failed"] for res in t.results)
+            print(f"{t.name:<26}{med['rps']:>9.0f}{med['p50']:>9.1f}{med['p99']:>9.1f}{failed:>8}")
+        on = [res["rps"] for res in targets[0].results]
+        off = [res["rps"] for res in targets[1].results]
+        ratios = [a / b for a, b in zip(on, off, strict=True)]
+        print(f"\nlogging on / off throughput: median {statistics.median(ratios):.3f} "
+              f"(per round: {', '.join(f'{x:.3f}' for x in ratios)})")  # fmt: skip
+        print(f"/predict/batch, 10,000 real rows: median {statistics.median(batch_ms):.0f} ms, "
+              f"max {max(batch_ms):.0f} ms over {len(batch_ms)} requests")  # fmt: skip
+        verdict = "all logged" if logged == served else "MISMATCH"
+        print(f"prediction log: {logged} `probability` points in MLflow for {served} predictions answered "
+              f"with 200 by the logging-on API ({verdict}); its counters {stats}")  # fmt: skip
+        if mlserver_note:
+            print(mlserver_note)
+        return 0
+    finally:
+        for p in processes:
+            stop(p)
+        if tracking is not None:
+            tracking.stop()
+        if args.keep:
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
