@@ -14,8 +14,10 @@ class MlflowClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
+    # min_length: an empty value would make MLflow quietly fall back to a local ./mlflow.db.
     mlflow_tracking_uri: str = Field(
-        description="Where the tracking server is, e.g. http://mlflow:5000 (MLflow's own variable)."
+        min_length=1,
+        description="Where the tracking server is, e.g. http://mlflow:5000 (MLflow's own variable).",
     )
     # MLflow's client retries a failing call for minutes by default; ours fail in seconds.
     mlflow_http_request_max_retries: int = 2
