@@ -291,19 +291,20 @@ def test_unreachable_server_exits_3_after_a_bounded_wait(tmp_path):
     assert elapsed < 30, f"took {elapsed:.0f}s"
 
 
-def test_missing_tracking_uri_exits_3_with_a_clear_message(tmp_path):
+def test_empty_tracking_uri_exits_3_instead_of_logging_to_a_local_file(tmp_path):
+    # An empty MLFLOW_TRACKING_URI would make MLflow fall back to ./mlflow.db without a word.
     csv = write_kaggle_csv(synthetic_frame(200, seed=43), tmp_path / "f.csv")
-    env = server_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, "-m", "credit_risk.train", "--csv", str(csv)],
-        env=env,
+        env=server_env({"MLFLOW_TRACKING_URI": ""}),
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == EXIT_NO_SERVER
-    assert "MLFLOW_TRACKING_URI is not set" in proc.stderr and "Traceback" not in proc.stderr
+    assert "MLFLOW_TRACKING_URI is not set or empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv"]
 
 
 # --- the real file ----------------------------------------------------------------------------

@@ -301,9 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = TrainerSettings(**overrides)
     except ValidationError as e:
-        missing = [str(err["loc"][0]) for err in e.errors() if err["type"] == "missing"]
-        if "mlflow_tracking_uri" in missing:
-            log.error("MLFLOW_TRACKING_URI is not set: say where the MLflow tracking server is")
+        if any(err["loc"][0] == "mlflow_tracking_uri" for err in e.errors()):
+            log.error("MLFLOW_TRACKING_URI is not set or empty: say where the MLflow tracking server is")
             return EXIT_NO_SERVER
         log.error("invalid settings: %s", e)
         return EXIT_ERROR
