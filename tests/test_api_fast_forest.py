@@ -48,6 +48,9 @@ def test_scorer_uses_the_fast_path_for_small_inputs_and_scikit_learn_for_batches
     assert np.array_equal(score(X[:1]), deep_pipeline.predict_proba(X[:1])[:, 1])
 
 
+@pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)  # fit quality is beside the point
 def test_scorer_keeps_scikit_learn_for_other_model_families():
     df = synthetic_frame(1000, seed=3)
     X = df.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)

@@ -399,6 +399,7 @@ class PredictionLogger:
         self.dropped = 0
         self._retry_at = 0.0
         self._backoff = 1.0
+        self._overflow_logged_at = 0.0
         self.tracking_ok: bool | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -439,6 +440,10 @@ class PredictionLogger:
             # Overflow goes to disk rather than waiting or dropping; it lands ahead of what
             # is still queued, but every record keeps its own step so MLflow orders them.
             self._to_spool(_expand(block, self.process_id))
+            now = time.monotonic()
+            if now - self._overflow_logged_at > 10:
+                self._overflow_logged_at = now
+                log.warning("prediction log: queue full (%d records); spooling to disk", self._queue_size)
         else:
             self._queue.append(block)
         return seq0
