@@ -21,7 +21,7 @@ from credit_risk.features import FEATURES, TARGET
 from credit_risk.model_io import load_model_version
 from credit_risk.modeling import CANDIDATES, split_dataset
 from credit_risk.registry import PRODUCTION_ALIAS
-from credit_risk.server import free_port, server_env
+from credit_risk.server import free_port, server_env, start_tracking_server
 from credit_risk.settings import TrainerSettings
 from credit_risk.train import EXIT_BAD_DATA, EXIT_NO_SERVER, EXIT_OK, train
 
@@ -289,6 +289,38 @@ def test_unreachable_server_exits_3_after_a_bounded_wait(tmp_path):
     assert f"MLflow tracking server at {dead} is not reachable after 3s" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert elapsed < 30, f"took {elapsed:.0f}s"
+
+
+def test_server_lost_mid_run_exits_3_with_one_line_and_no_traceback(tmp_path):
+    root = tmp_path / "mlflow"
+    server = start_tracking_server(
+        f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"), root / "server.log"
+    )
+    csv = write_kaggle_csv(synthetic_frame(2000, seed=44), tmp_path / "f.csv")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "credit_risk.train", "--csv", str(csv)],
+        env=server_env({"MLFLOW_TRACKING_URI": server.url}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines, lost_at = [], None
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "stage log inputs" in line:
+                server.stop()  # the candidates' nested runs are next: they meet a dead server
+                lost_at = time.monotonic()
+        proc.wait(timeout=60)
+    finally:
+        server.stop()
+        proc.kill()
+    stderr = "".join(lines)
+    assert proc.returncode == EXIT_NO_SERVER, stderr[-3000:]
+    assert f"the MLflow tracking server at {server.url} stopped answering during training" in stderr
+    assert "Traceback" not in stderr
+    assert lost_at is not None
+    assert time.monotonic() - lost_at < 45  # MLflow's retries are cut to seconds, not minutes
 
 
 def test_empty_tracking_uri_exits_3_instead_of_logging_to_a_local_file(tmp_path):

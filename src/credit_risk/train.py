@@ -11,7 +11,8 @@ Exit codes:
     0  trained and registered, whether or not the gate promoted the new version
     1  any other failure (bad command line or settings, an error while training or logging)
     2  the CSV cannot be read or failed validation (nothing is logged)
-    3  the tracking server is not configured or did not answer within the wait
+    3  the tracking server is not configured, did not answer within the wait, or went away
+       mid-run (the run is left unfinished; a version registered before that stays unpromoted)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import mlflow
 import mlflow.data
 import numpy as np
 import pandas as pd
+import requests
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
@@ -48,6 +50,12 @@ from credit_risk.tracking import TrackingServerUnavailable, configure_mlflow, wa
 log = logging.getLogger("credit_risk.train")
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_DATA, EXIT_NO_SERVER = 0, 1, 2, 3
+# What a dead or overloaded tracking server looks like once MLflow's short retries are spent.
+_CONNECTION_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.RetryError,
+)
 DATASET_NAME = "cs-training"
 
 
@@ -314,10 +322,28 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingServerUnavailable as e:
         log.error("%s", e)
         return EXIT_NO_SERVER
-    except Exception:
+    except Exception as e:
+        if _server_went_away(e):
+            log.error(
+                "the MLflow tracking server at %s stopped answering during training: %s",
+                settings.mlflow_tracking_uri,
+                str(e).splitlines()[0][:300],
+            )
+            return EXIT_NO_SERVER
         log.exception("training failed")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _server_went_away(error: BaseException | None) -> bool:
+    # MLflow wraps the HTTP failure in an MlflowException, often without `from`: walk the chain.
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, _CONNECTION_ERRORS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":
