@@ -104,16 +104,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def logged_points(tracking_uri: str, experiment: str, key: str = "probability") -> list[tuple[str, int]]:
-    """(run_id, step) of every point of metric `key` in every run of the experiment."""
+def metric_histories(tracking_uri: str, experiment: str, key: str = "probability") -> list[tuple]:
+    """(run, history of metric `key`) for every run of the experiment."""
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    points = []
-    for run in client.search_runs([exp.experiment_id], max_results=1000):
-        points += [(run.info.run_id, m.step) for m in client.get_metric_history(run.info.run_id, key)]
-    return points
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [(run, client.get_metric_history(run.info.run_id, key)) for run in runs]
+
+
+def logged_points(tracking_uri: str, experiment: str, key: str = "probability") -> list[tuple[str, int]]:
+    """(run_id, step) of every point of metric `key` in every run of the experiment."""
+    return [
+        (run.info.run_id, m.step)
+        for run, history in metric_histories(tracking_uri, experiment, key)
+        for m in history
+    ]
 
 
 @dataclass

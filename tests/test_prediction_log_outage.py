@@ -7,7 +7,6 @@ they can stop it without disturbing the session's server.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,33 +14,10 @@ from fastapi.testclient import TestClient
 
 from api_helpers import SEED_PAYLOAD, logged_points, payloads, register_model, start_api_process, wait_until
 from credit_risk.api.app import create_app
-from credit_risk.server import TrackingServer, free_port, start_tracking_server
 from credit_risk.settings import ApiSettings
+from stack_fixtures import RestartableServer
 
 pytestmark = pytest.mark.integration
-
-
-class RestartableServer:
-    """An `mlflow server` that can be stopped and started again on the same port and store."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: TrackingServer | None = None
-
-    def start(self) -> None:
-        self._server = start_tracking_server(
-            backend_store_uri=f"sqlite:///{self.root / 'mlflow.db'}",
-            artifacts_destination=str(self.root / "artifacts"),
-            log_path=self.root / "server.log",
-            port=self.port,
-        )
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,16 @@ from mlflow.tracking import MlflowClient
 from conftest import synthetic_frame, write_kaggle_csv
 from credit_risk.registry import production_version
 from credit_risk.server import TrackingServer, free_port, start_tracking_server
+from stack_fixtures import (
+    BUCKET,
+    POSTGRES_DSN,
+    S3_ENV,
+    MotoServer,
+    boto_credentials,
+    http_status,
+    postgres_database,
+    wait_for_status,
+)
 from test_docker_files import dockerfile_cmd, env_example, service_env
 
 pytestmark = pytest.mark.integration
@@ -36,32 +44,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "credit-risk-model"
 PREDICTION_EXPERIMENT = "credit-risk-predictions"
-BUCKET = "mlflow"
-# CI's PostgreSQL (trust auth); STACK_POSTGRES_DSN points the test at another server.
-POSTGRES_DSN = os.environ.get("STACK_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def http_status(url: str) -> int:
-    """The status of a GET; 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-def _wait_for(url: str, want: int, timeout: float, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        if http_status(url) == want:
-            return
-        time.sleep(0.3)
-    pytest.fail(f"{url} did not answer {want} within {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
 
 
 def client_env(extra: dict[str, str]) -> dict[str, str]:
@@ -162,10 +144,10 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_for(f"{self.api_url}/health/live", 200, 120, self.api, self.logs["api"])
+        wait_for_status(f"{self.api_url}/health/live", 200, 120, self.api, self.logs["api"])
 
     def wait_api_ready(self, timeout: float = 120) -> None:
-        _wait_for(f"{self.api_url}/health/ready", 200, timeout, self.api, self.logs["api"])
+        wait_for_status(f"{self.api_url}/health/ready", 200, timeout, self.api, self.logs["api"])
 
     def stop_api(self) -> int:
         """`docker stop`: SIGTERM, then SIGKILL after the compose stop_grace_period (30 s)."""
@@ -190,55 +172,30 @@ def backend_store_uri(tmp_path_factory):
     """A fresh PostgreSQL database for this run; SQLite (with a warning) when PostgreSQL is absent."""
     import psycopg2
 
-    name = f"credit_risk_stack_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg2.connect(POSTGRES_DSN, connect_timeout=3)
+        database = postgres_database(prefix="credit_risk_stack")
+        uri = database.__enter__()
     except psycopg2.OperationalError as e:
         reason = f"PostgreSQL not reachable ({POSTGRES_DSN}: {str(e).strip()}): the stack test uses SQLite"
         warnings.warn(reason, stacklevel=1)
         log.warning(reason)
         yield f"sqlite:///{tmp_path_factory.mktemp('backend') / 'mlflow.db'}"
         return
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        params = admin.get_dsn_parameters()
-        yield f"postgresql+psycopg2://{params['user']}@{params['host']}:{params['port']}/{name}"
+        yield uri
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        database.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """moto's standalone S3 server (MinIO's stand-in) with the artifact bucket created."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
+    moto = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
     try:
-        _wait_for(f"{endpoint}/moto-api/", 200, 60, process, log_path)
-        boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=BUCKET)
-        yield endpoint
+        moto.start()
+        yield moto.endpoint
     finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
+        moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +264,7 @@ def test_artifacts_land_in_s3_through_the_server_proxy(stack):
     run = client.get_run(version.run_id)
     # The clients only ever see the server's proxy URI, which is why they need no S3 credentials.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, **_boto_credentials())
+    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, **boto_credentials())
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -368,7 +325,7 @@ def test_verify_fails_when_the_prediction_never_reaches_mlflow(stack):
             native(dockerfile_cmd("Dockerfile.api")), env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/health/ready", 200, 120, api, log_path)
+        wait_for_status(f"http://127.0.0.1:{port}/health/ready", 200, 120, api, log_path)
         result = run_verify(
             stack.mlflow_url, f"http://127.0.0.1:{port}", VERIFY_TIMEOUT="3", API_KEY=stack.api_key
         )
