@@ -8,6 +8,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,24 @@ class InvalidApiKey(ApiError):
     code = "invalid_api_key"
 
 
-def error_response(status: int, code: str, detail: str, fields: list[dict] | None = None) -> Response:
+# Errors raised by Starlette/FastAPI themselves. (A body over MAX_BODY_BYTES never gets here:
+# Starlette's limiter answers its own plain-text 413 outside the exception handlers.)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    fields: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """The one error body shape (schemas.ErrorResponse)."""
     body = {"error": code, "detail": detail}
     if fields is not None:
         body["fields"] = fields
-    headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "X-API-Key"}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -96,7 +109,28 @@ async def _validation_handler(_: Request, exc: RequestValidationError) -> Respon
     return error_response(422, "invalid_input", f"{shown}{more}", fields)
 
 
+def _unparsable_json(cause: BaseException | None) -> str | None:
+    # FastAPI's json.loads fails with these, not a JSONDecodeError, and FastAPI then answers a
+    # bare 400: a body nested thousands deep, or an integer literal of thousands of digits.
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError):
+        return str(cause).split(":")[0]
+    return None
+
+
+async def _http_error_handler(_: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 400 and (reason := _unparsable_json(exc.__cause__)):
+        message = f"not valid JSON: {reason}"
+        return error_response(
+            422, "invalid_input", f"body: {message}", [{"field": "body", "message": message}]
+        )
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map domain errors and request validation errors to JSON responses."""
+    """Map domain errors, request validation errors and HTTP errors to the one JSON error shape."""
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(HTTPException, _http_error_handler)
