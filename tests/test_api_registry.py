@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -25,8 +28,6 @@ from credit_risk.features import FEATURES
 from credit_risk.model_io import PIP_REQUIREMENTS, TRUSTED_TYPES
 from credit_risk.settings import ApiSettings
 
-pytestmark = pytest.mark.integration
-
 POLL = 0.3
 
 
@@ -49,6 +50,7 @@ def _served_version(client: TestClient) -> str | None:
     return client.get("/health").json()["model_version"]
 
 
+@pytest.mark.integration
 def test_no_production_version_is_503_with_the_reason(tracking_uri, model_name, tmp_path):
     register_model(tracking_uri, model_name, stage=None)
     with _app(tracking_uri, model_name, tmp_path) as client:
@@ -62,12 +64,14 @@ def test_no_production_version_is_503_with_the_reason(tracking_uri, model_name, 
         assert client.get("/health").json()["status"] == "degraded"
 
 
+@pytest.mark.integration
 def test_unknown_model_name_is_503(tracking_uri, tmp_path):
     with _app(tracking_uri, f"never-registered-{uuid.uuid4().hex[:6]}", tmp_path) as client:
         wait_until(lambda: _polled(client), 20, "the first registry poll")
         assert client.post("/predict", json=SEED_PAYLOAD).status_code == 503
 
 
+@pytest.mark.integration
 def test_staging_version_is_never_served(tracking_uri, model_name, tmp_path):
     version = register_model(tracking_uri, model_name, stage="Staging")
     with _app(tracking_uri, model_name, tmp_path) as client:
@@ -78,6 +82,7 @@ def test_staging_version_is_never_served(tracking_uri, model_name, tmp_path):
         assert client.post("/predict", json=SEED_PAYLOAD).json()["model_version"] == version
 
 
+@pytest.mark.integration
 def test_follows_promotion_and_stops_serving_an_archived_version(tracking_uri, model_name, tmp_path):
     v1 = register_model(tracking_uri, model_name, seed=0)
     with _app(tracking_uri, model_name, tmp_path) as client:
@@ -91,6 +96,7 @@ def test_follows_promotion_and_stops_serving_an_archived_version(tracking_uri, m
         assert client.post("/predict", json=SEED_PAYLOAD).status_code == 503
 
 
+@pytest.mark.integration
 def test_reload_checks_the_registry_at_once(tracking_uri, model_name, tmp_path):
     v1 = register_model(tracking_uri, model_name, seed=0)
     with _app(tracking_uri, model_name, tmp_path, poll=3600) as client:
@@ -102,6 +108,7 @@ def test_reload_checks_the_registry_at_once(tracking_uri, model_name, tmp_path):
         assert client.post("/predict", json=SEED_PAYLOAD).json()["model_version"] == v2
 
 
+@pytest.mark.integration
 def test_version_with_mismatched_signature_is_not_served(tracking_uri, model_name, tmp_path):
     pipeline, df = fitted_pipeline(0)
     renamed = df.loc[:, list(FEATURES)].head(5).rename(columns={"age": "Age"})
@@ -126,6 +133,7 @@ def test_version_with_mismatched_signature_is_not_served(tracking_uri, model_nam
         assert "signature" in resp.json()["detail"]
 
 
+@pytest.mark.integration
 def test_hot_swap_under_concurrent_load_fails_no_request(tracking_uri, model_name, tmp_path):
     v1 = register_model(tracking_uri, model_name, seed=0)
     v2 = register_model(tracking_uri, model_name, seed=1, stage="Staging")
@@ -174,3 +182,12 @@ def test_hot_swap_under_concurrent_load_fails_no_request(tracking_uri, model_nam
         assert versions[v1] > 0 and versions[v2] > 0, versions
     finally:
         assert api.terminate_cleanly(), api.log()[-3000:]
+
+
+def test_api_refuses_to_start_without_tracking_uri():
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, "-m", "credit_risk.api"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "MLFLOW_TRACKING_URI: Field required" in done.stderr

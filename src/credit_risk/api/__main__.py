@@ -9,19 +9,27 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from credit_risk.api.app import create_app
 from credit_risk.settings import ApiSettings
 
 
-def main() -> None:
+def main() -> int:
     """Start one uvicorn worker (the poller and the log worker are threads of this process)."""
-    settings = ApiSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ApiSettings()
+    except ValidationError as e:
+        for err in e.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "?"
+            given = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+            logging.getLogger("credit_risk.api").error("setting %s: %s%s", name, err["msg"], given)
+        return 2
+    logging.getLogger().setLevel(settings.log_level.upper())
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -33,7 +41,8 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.api_shutdown_seconds),
         server_header=False,
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
