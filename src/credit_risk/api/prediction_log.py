@@ -251,7 +251,8 @@ class MlflowSink:
         if found:
             run_id = found[0].info.run_id
         else:
-            process, model_name, version, index = key.split(":")
+            process, rest = key.split(":", 1)
+            model_name, version, index = rest.rsplit(":", 2)  # a model name may hold ":"
             run = self._client.create_run(
                 exp_id,
                 run_name=f"predictions-{model_name}-v{version}-{process}-{index}",
@@ -451,9 +452,11 @@ class PredictionLogger:
     def _to_spool(self, records: list[dict]) -> None:
         try:
             self._spool.append(records)
-            self.spooled += len(records)
+            with self._lock:  # both the worker and an overflowing request count here
+                self.spooled += len(records)
         except OSError:
-            self.dropped += len(records)
+            with self._lock:
+                self.dropped += len(records)
             log.exception("prediction log: %d records DROPPED, the spool cannot be written", len(records))
 
     @property
