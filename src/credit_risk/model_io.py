@@ -127,6 +127,10 @@ def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedM
             raise ModelRejected(f"version {version} has no decision_threshold/dataset_hash metadata") from e
         if not 0.0 < threshold < 1.0:
             raise ModelRejected(f"version {version} has decision threshold {threshold} outside (0, 1)")
+        claimed = flavor.get("skops_trusted_types") or []
+        if extra := sorted(set(claimed) - set(TRUSTED_TYPES)):
+            # Only our list is ever used, but a model claiming more was not logged by our trainer.
+            raise ModelRejected(f"version {version} cannot be loaded safely: its MLmodel trusts {extra}")
         try:
             pipeline = skops.io.load(local / flavor["pickled_model"], trusted=TRUSTED_TYPES)
         except Exception as e:  # skops raises several types for untrusted or corrupt files
