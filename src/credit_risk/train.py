@@ -9,7 +9,8 @@ stderr and creates no run and no model version.
 
 Exit codes:
     0  trained and registered, whether or not the gate promoted the new version
-    1  any other failure (bad command line or settings, an error while training or logging)
+    1  any other failure (bad command line or settings, an error while training or logging,
+       the artifact store behind the tracking server down)
     2  the CSV cannot be read or failed validation (nothing is logged)
     3  the tracking server is not configured, did not answer within the wait, or went away
        mid-run (the run is left unfinished; a version registered before that stays unpromoted)
@@ -44,6 +45,7 @@ from credit_risk.gate import Champion, Decision, decide, evaluate_champion
 from credit_risk.model_io import log_model
 from credit_risk.modeling import CANDIDATES, Candidate, choose_threshold, split_dataset
 from credit_risk.registry import promote
+from credit_risk.server import wait_healthy
 from credit_risk.settings import TrainerSettings
 from credit_risk.tracking import TrackingServerUnavailable, configure_mlflow, wait_for_tracking_server
 
@@ -323,6 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return EXIT_NO_SERVER
     except Exception as e:
+        if _artifact_store_failed(e, settings.mlflow_tracking_uri):
+            log.error(
+                "uploading artifacts through the MLflow tracking server at %s failed while the server "
+                "itself answers: its artifact store (S3/MinIO) is probably down, see the mlflow "
+                "service's log: %s",
+                settings.mlflow_tracking_uri,
+                str(e).splitlines()[0][:300],
+            )
+            return EXIT_ERROR
         if _server_went_away(e):
             log.error(
                 "the MLflow tracking server at %s stopped answering during training: %s",
@@ -333,6 +344,18 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("training failed")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _artifact_store_failed(error: Exception, tracking_uri: str) -> bool:
+    # The server proxies artifacts (mlflow-artifacts): when the store behind it is down, the
+    # upload fails like a dead server would, yet the server still answers /health.
+    if "/mlflow-artifacts/" not in str(error):
+        return False
+    try:
+        wait_healthy(tracking_uri, timeout=3)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _server_went_away(error: BaseException | None) -> bool:
