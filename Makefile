@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help setup data run test lint format clean
+.PHONY: help setup data run test lint format audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: setup ## ruff lint and format check
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
+
+audit: setup ## known-vulnerability audit of every pin (exit 3: no vulnerability service reachable)
+	PYTHON=$(BIN)/python bench/audit.sh
 
 clean: ## remove the local MLflow data and caches (keeps data/)
 	rm -rf mlflow/data .pytest_cache .ruff_cache
