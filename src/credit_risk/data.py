@@ -27,9 +27,10 @@ REQUIRED = (TARGET, *FEATURES)
 NON_NEGATIVE = (*COUNT_COLUMNS, "MonthlyIncome", "DebtRatio", "RevolvingUtilizationOfUnsecuredLines")
 # A data line's number in the file: line 1 is the header.
 _FIRST_DATA_LINE = 2
-# The real header is ~250 bytes. A longer first line is not a header, and letting pandas find
+# The real header is ~250 bytes and a row ~100. A longer line is not CSV, and letting pandas find
 # that out would read a whole file of garbage into memory first (1 GB took 3.3 GB and 9 s).
-MAX_HEADER_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 * 1024
+_BLOCK_BYTES = 1024 * 1024
 # Separators people export by mistake (a European spreadsheet writes ';').
 _OTHER_SEPARATORS = (";", "\t", "|")
 
@@ -107,18 +108,18 @@ def _file_error(path: str | Path, message: str) -> DataValidationError:
 def check_header(path: str | Path) -> None:
     """Refuse a file whose first line is not a comma-separated header naming every required column.
 
-    Reads at most MAX_HEADER_BYTES, so a huge file of garbage is refused at once in constant memory,
+    Reads at most MAX_LINE_BYTES, so a huge file of garbage is refused at once in constant memory,
     before pandas reads any of it.
     """
     try:
         with open(path, "rb") as f:
-            first = f.readline(MAX_HEADER_BYTES + 1)
+            first = f.readline(MAX_LINE_BYTES + 1)
     except OSError as e:  # missing file, a directory, no permission
         raise _file_error(path, f"cannot be read: {e.strerror or e}") from e
     if not first:
         raise _file_error(path, "the file is empty")
-    if len(first) > MAX_HEADER_BYTES:
-        raise _file_error(path, f"not a CSV header: the first line is longer than {MAX_HEADER_BYTES} bytes")
+    if len(first) > MAX_LINE_BYTES:
+        raise _file_error(path, f"not a CSV header: the first line is longer than {MAX_LINE_BYTES} bytes")
     try:
         line = first.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError as e:
@@ -134,6 +135,21 @@ def check_header(path: str | Path) -> None:
     errors += [Problem(c, "required column is missing from the header (line 1)") for c in missing]
     if errors:
         raise DataValidationError(ValidationReport(str(path), errors=errors))
+
+
+def check_line_lengths(path: str | Path) -> None:
+    """Refuse a file with a line longer than MAX_LINE_BYTES, reading it in blocks (constant memory)."""
+    line, run = 1, 0  # the number of the line the block starts in, and its length so far
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK_BYTES):
+            parts = block.split(b"\n")
+            # parts[0] continues the previous block's line; the last part runs on into the next block.
+            lengths = [run + len(parts[0]), *map(len, parts[1:])]
+            if max(lengths) > MAX_LINE_BYTES:
+                at = line + next(i for i, n in enumerate(lengths) if n > MAX_LINE_BYTES)
+                raise _file_error(path, f"line {at} is longer than {MAX_LINE_BYTES} bytes: not a CSV row")
+            line += len(parts) - 1
+            run = lengths[-1]
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -244,8 +260,9 @@ def validate(df: pd.DataFrame, path: str = "<data>") -> tuple[pd.DataFrame, Vali
 
 
 def load_dataset(path: str | Path) -> tuple[pd.DataFrame, ValidationReport]:
-    """Check the header, read, normalise and validate; raise DataValidationError naming every problem."""
+    """Check the header and line lengths, read, normalise, validate; raise DataValidationError if unfit."""
     check_header(path)
+    check_line_lengths(path)
     df = normalise_columns(read_csv(path))
     typed, report = validate(df, str(path))
     if not report.ok:
