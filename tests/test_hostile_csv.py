@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import API_TO_CSV, synthetic_frame, write_kaggle_csv
-from credit_risk.data import MAX_HEADER_BYTES, check_header, load_dataset
+from credit_risk.data import MAX_LINE_BYTES, DataValidationError, check_line_lengths, load_dataset
 from credit_risk.features import TARGET
 from credit_risk.server import server_env
 from credit_risk.train import EXIT_BAD_DATA, EXIT_OK
@@ -170,27 +170,40 @@ def test_broken_csv_exits_2_with_a_clear_message_and_registers_nothing(broken_ru
     assert_nothing_registered(mlflow_server.url, name)
 
 
-@pytest.fixture
-def garbage_gigabyte(tmp_path) -> Path:
-    """1 GiB whose first 16 MiB are printable garbage and the rest a sparse hole: no line break at all."""
+# shape -> (what comes before the garbage, what stderr must say)
+GARBAGE = {
+    "no_line_break_at_all": (
+        lambda _: b"",
+        f"<file>: not a CSV header: the first line is longer than {MAX_LINE_BYTES} bytes",
+    ),
+    "after_a_valid_header_and_rows": (
+        lambda p: "\r\n".join(_kaggle_text(_frame(20), p).splitlines()[:4]).encode() + b"\r\n",
+        f"<file>: line 5 is longer than {MAX_LINE_BYTES} bytes: not a CSV row",
+    ),
+}
+
+
+@pytest.fixture(params=list(GARBAGE))
+def garbage_gigabyte(request, tmp_path) -> tuple[Path, str]:
+    """1 GiB: a prefix, 16 MiB of printable garbage, then a sparse hole; the garbage never ends its line."""
+    write_prefix, expected = GARBAGE[request.param]
     path = tmp_path / "garbage.csv"
+    prefix = write_prefix(path)
     with open(path, "wb") as f:
-        block = np.random.default_rng(1).bytes(GARBAGE_PREFIX_BYTES // 2).hex().encode()
-        f.write(block)
+        f.write(prefix + np.random.default_rng(1).bytes(GARBAGE_PREFIX_BYTES // 2).hex().encode())
     os.truncate(path, GIB)
-    yield path
+    yield path, expected
     path.unlink()
 
 
-def test_gigabyte_of_garbage_is_refused_by_the_header_check_in_bounded_time_and_memory(
-    garbage_gigabyte, mlflow_server
-):
+def test_gigabyte_of_garbage_is_refused_in_bounded_time_and_memory(garbage_gigabyte, mlflow_server):
+    path, expected = garbage_gigabyte
     name = f"hostile-garbage-{uuid.uuid4().hex[:6]}"
-    log = garbage_gigabyte.with_suffix(".log")
+    log = path.with_suffix(".log")
     start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            _cli(garbage_gigabyte, mlflow_server.url, name),
+            _cli(path, mlflow_server.url, name),
             env=server_env({"MLFLOW_TRACKING_URI": mlflow_server.url}),
             stdout=out,
             stderr=out,
@@ -205,28 +218,41 @@ def test_gigabyte_of_garbage_is_refused_by_the_header_check_in_bounded_time_and_
         f"1 GiB garbage: trainer exit {proc.returncode} in {wall:.2f}s, peak RSS {peak_rss / 2**20:.0f} MiB"
     )
     assert proc.returncode == EXIT_BAD_DATA, stderr[-3000:]
-    assert f"not a CSV header: the first line is longer than {MAX_HEADER_BYTES} bytes" in stderr
+    assert expected in stderr, stderr[-3000:]
     assert "Traceback" not in stderr
-    # Reading the file into pandas took 3.3 GB and 9 s; the whole trainer process, imports
-    # included, stays far below a gigabyte.
+    # pandas took 3.3 GB and 9 s on the first shape, 2.3 GB on the second; the whole trainer
+    # process, imports included, stays far below a gigabyte.
     assert peak_rss < GIB, f"peak RSS {peak_rss / 2**20:.0f} MiB"
     assert wall < 60, f"took {wall:.0f}s"
     assert_nothing_registered(mlflow_server.url, name)
 
 
-def test_header_check_reads_only_the_first_line_of_a_gigabyte(garbage_gigabyte):
+def test_pre_checks_refuse_a_gigabyte_of_garbage_reading_only_its_start(garbage_gigabyte):
+    path, expected = garbage_gigabyte
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        with pytest.raises(Exception, match="not a CSV header"):
-            check_header(garbage_gigabyte)
+        with pytest.raises(DataValidationError) as info:
+            load_dataset(path)
         elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    print(f"header check on 1 GiB of garbage: {elapsed * 1000:.1f} ms, peak {peak / 1024:.0f} KiB")
-    assert peak < 4 * MAX_HEADER_BYTES, f"peak {peak} bytes"
+    print(f"pre-checks on 1 GiB of garbage: {elapsed * 1000:.1f} ms, peak {peak / 1024:.0f} KiB")
+    assert expected in str(info.value)
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
     assert elapsed < 1.0, f"took {elapsed:.2f}s"
+
+
+def test_line_check_reads_a_valid_file_in_constant_memory(tmp_path):
+    path = write_kaggle_csv(_frame(20_000), tmp_path / "f.csv")
+    tracemalloc.start()
+    try:
+        check_line_lengths(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size > 1024 * 1024 and peak < 4 * 1024 * 1024, peak
 
 
 def test_valid_file_many_times_the_real_size_is_not_refused_by_a_size_cap(tmp_path):
