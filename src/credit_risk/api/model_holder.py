@@ -87,15 +87,17 @@ class ModelHolder:
     def refresh(self) -> Serving:
         """Ask the registry now; load and swap in a new Production version, or serve nothing."""
         with self._refresh_lock:  # the poll thread and /model/reload never load twice at once
-            self._refresh()
+            reachable = self._refresh()
+            # Published only now, after the state: whoever sees a finished poll sees its outcome.
+            self.tracking_reachable = reachable
+            self.last_poll_at = datetime.now(UTC)
             return self._state
 
-    def _refresh(self) -> None:
-        self.last_poll_at = datetime.now(UTC)
+    def _refresh(self) -> bool:
+        """One poll; returns whether the registry answered."""
         try:
             mv = production_version(self._client, self.model_name)
         except Exception as e:
-            self.tracking_reachable = False
             if self._state.model is None:
                 self._set(Serving(None, f"the model registry is unreachable: {_short(e)}"))
             else:
@@ -104,27 +106,27 @@ class ModelHolder:
                 log.warning(
                     "registry poll failed, still serving version %s: %s", self._state.model.version, e
                 )
-            return
-        self.tracking_reachable = True
+            return False
         if mv is None:
             self._set(Serving(None, f"no version of model '{self.model_name}' is in the Production stage"))
-            return
+            return True
         current = self._state.model
         if current is not None and current.version == str(mv.version):
-            return
+            return True
         log.info("Production version of %s is %s; loading it", self.model_name, mv.version)
         try:
             model = load_model_version(self._client, self.model_name, str(mv.version))
         except ModelRejected as e:
             self._set(Serving(None, f"Production version {mv.version} cannot be served: {e}"))
-            return
+            return True
         except Exception as e:  # the registry or artifact store failed mid-load
             self._set(Serving(None, f"Production version {mv.version} could not be loaded: {_short(e)}"))
-            return
+            return True
         score, scorer = make_scorer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
         self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
         gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
+        return True
 
     def _run_metrics(self, run_id: str) -> dict[str, float]:
         try:
