@@ -62,6 +62,7 @@ def test_api_key_is_compared_in_constant_time_and_never_with_equality():
             assert not operands & {"key", "expected"}, ast.unparse(node)
 
 
+@pytest.mark.integration
 def test_api_key_never_reaches_the_api_log_or_any_answer(mlflow_server, tmp_path):
     secret = f"secret-{uuid.uuid4().hex}"
     wrong = f"guess-{uuid.uuid4().hex}"
