@@ -26,9 +26,24 @@ def production_version(client: MlflowClient, name: str) -> ModelVersion | None:
     return versions[0] if versions else None
 
 
-def promote(client: MlflowClient, name: str, version: str) -> None:
-    """Move `version` to Production, archive the previous one, and point the alias at it."""
+def promote(client: MlflowClient, name: str, version: str) -> str:
+    """Move `version` to Production, archive the previous one, and point the alias at the winner.
+
+    Returns the version left in Production: `version`, unless another promotion ran at the
+    same moment and a newer version won.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, version, PRODUCTION, archive_existing_versions=True)
-    client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+        # MLflow does not serialise transitions: two at once can each find nothing to archive
+        # and both stay in Production (seen with two trainers). Every promoter settles it the
+        # same way afterwards, so they converge: the newest version keeps Production.
+        in_production = [
+            mv for mv in client.search_model_versions(f"name = '{name}'") if mv.current_stage == PRODUCTION
+        ]
+        winner = max((int(mv.version) for mv in in_production), default=int(version))
+        for mv in in_production:
+            if int(mv.version) != winner:
+                client.transition_model_version_stage(name, mv.version, "Archived")
+    client.set_registered_model_alias(name, PRODUCTION_ALIAS, str(winner))
+    return str(winner)
