@@ -36,7 +36,7 @@ from api_helpers import (
 )
 from conftest import synthetic_frame, write_kaggle_csv
 from credit_risk.features import FEATURES
-from credit_risk.registry import production_version
+from credit_risk.registry import production_version, promote
 from credit_risk.server import server_env
 from credit_risk.train import EXIT_ERROR
 from load import Load, log_drained, logged_predictions
@@ -502,6 +502,37 @@ def test_two_trainers_at_once_leave_exactly_one_version_in_production(postgres_u
         # The loser was rejected by the gate, or promoted first and archived by the winner.
         assert (decision, other.current_stage) in {("rejected", "None"), ("promoted", "Archived")}, stages
         record_figure("6 two trainers at once", stages=stages, other_decision=decision)
+    finally:
+        server.stop()
+
+
+def test_simultaneous_promotions_converge_on_one_production_version(postgres_uri, tmp_path):
+    """What a race of two trainers' gates comes down to, run several times to hit the window."""
+    server = started_server(tmp_path / "mlflow", backend_store_uri=postgres_uri)
+    try:
+        outcomes = []
+        for trial in range(6):
+            name = f"race-{trial}-{uuid.uuid4().hex[:6]}"
+            versions = [register_model(server.url, name, stage=None) for _ in range(2)]
+            barrier = threading.Barrier(2)
+            winners: list[str] = []
+
+            def promote_now(version: str, name: str = name, barrier=barrier, winners=winners) -> None:
+                barrier.wait()
+                winners.append(promote(MlflowClient(server.url), name, version))
+
+            threads = [threading.Thread(target=promote_now, args=(v,)) for v in versions]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            client = MlflowClient(server.url)
+            stages = {v.version: v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
+            production = [v for v, stage in stages.items() if stage == "Production"]
+            assert len(production) == 1, stages
+            assert client.get_model_version_by_alias(name, "production").version == production[0]
+            outcomes.append(production[0])
+        record_figure("6 simultaneous promotions", trials=len(outcomes), production_versions=outcomes)
     finally:
         server.stop()
 
