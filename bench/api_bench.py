@@ -176,6 +176,8 @@ def start_mlflow_serve(tracking_uri: str, version: str, work: Path) -> tuple[str
 def ensure_mlserver_venv() -> Path:
     python = MLSERVER_VENV / "bin" / "python"
     if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        if MLSERVER_VENV.is_symlink():  # a link to a virtualenv that is gone
+            MLSERVER_VENV.unlink()
         log(f"creating {MLSERVER_VENV} for MLServer (it pins its own FastAPI) ...")
         subprocess.check_call([sys.executable, "-m", "venv", str(MLSERVER_VENV)])
         subprocess.check_call([str(python), "-m", "pip", "install", "--quiet", *MLSERVER_PINS])
