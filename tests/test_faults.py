@@ -9,6 +9,7 @@ it as JSON lines: the README's fault table is filled from such a run.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -238,19 +239,34 @@ def test_tracking_server_killed_under_load_every_prediction_answered_and_logged_
 # --- 3. the API stopped under load: SIGTERM, then SIGKILL -----------------------------------
 
 
-def _post_big_batches(url: str, n_requests: int, records: int, out: list) -> list[threading.Thread]:
-    body = {"records": payloads(records, seed=31)}
+def _send_big_batches(url: str, n_requests: int, records: int, out: list) -> list[threading.Thread]:
+    """Threads that each send a whole /predict/batch request, then wait for its answer.
+
+    Returns once every request's bytes are sent (http.client's request() returns after the
+    last byte is handed to the socket), so a signal sent then finds them all in the server.
+    """
+    body = json.dumps({"records": payloads(records, seed=31)}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    sent = threading.Semaphore(0)
 
     def post() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
         try:
-            resp = httpx.post(f"{url}/predict/batch", json=body, timeout=60)
-            out.append((time.monotonic(), resp.status_code, resp.json()))
-        except httpx.HTTPError as e:
+            conn.request("POST", "/predict/batch", body, {"Content-Type": "application/json"})
+            sent.release()
+            resp = conn.getresponse()
+            out.append((time.monotonic(), resp.status, json.loads(resp.read())))
+        except (OSError, http.client.HTTPException) as e:
             out.append((time.monotonic(), type(e).__name__, None))
+            sent.release()
+        finally:
+            conn.close()
 
     threads = [threading.Thread(target=post) for _ in range(n_requests)]
     for t in threads:
         t.start()
+    for _ in threads:
+        assert sent.acquire(timeout=60), "a batch request could not be sent"
     return threads
 
 
@@ -263,8 +279,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(
     with Load(api.url, **LOAD) as load:
         load.wait_for_more(300)
         # Batches of 10,000 take long enough to be mid-request when the signal lands.
-        threads = _post_big_batches(api.url, 3, 10_000, big)
-        time.sleep(0.3)
+        threads = _send_big_batches(api.url, 3, 10_000, big)
         api.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         for t in threads:
