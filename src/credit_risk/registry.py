@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 PRODUCTION = "Production"
 # Stages are deprecated in MLflow; the alias follows every promotion so moving to aliases is one line.
 PRODUCTION_ALIAS = "production"
+# Rounds of "check, fix what another promotion left" after a promotion (see promote).
+_SETTLE_ROUNDS = 5
 
 
 def production_version(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -27,23 +29,40 @@ def production_version(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str:
-    """Move `version` to Production, archive the previous one, and point the alias at the winner.
+    """Move `version` to Production, archive the previous one, and point the alias at it.
 
     Returns the version left in Production: `version`, unless another promotion ran at the
-    same moment and a newer version won.
+    same moment and won.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, version, PRODUCTION, archive_existing_versions=True)
         # MLflow does not serialise transitions: two at once can each find nothing to archive
-        # and both stay in Production (seen with two trainers). Every promoter settles it the
-        # same way afterwards, so they converge: the newest version keeps Production.
-        in_production = [
-            mv for mv in client.search_model_versions(f"name = '{name}'") if mv.current_stage == PRODUCTION
-        ]
-        winner = max((int(mv.version) for mv in in_production), default=int(version))
-        for mv in in_production:
-            if int(mv.version) != winner:
-                client.transition_model_version_stage(name, mv.version, "Archived")
-    client.set_registered_model_alias(name, PRODUCTION_ALIAS, str(winner))
-    return str(winner)
+        # and both stay in Production (seen with two trainers), and the alias can end on the
+        # loser. Every promoter settles it the same way, then checks again after its own writes,
+        # so whoever wrote last leaves one Production version (the newest) with the alias on it.
+        winner = version
+        for _ in range(_SETTLE_ROUNDS):
+            in_production = _production_numbers(client, name)
+            if not in_production:
+                break  # archived again meanwhile: nothing to point the alias at
+            winner = str(in_production[-1])
+            for loser in in_production[:-1]:
+                client.transition_model_version_stage(name, str(loser), "Archived")
+            if not in_production[:-1] and _alias_version(client, name) == winner:
+                break
+            client.set_registered_model_alias(name, PRODUCTION_ALIAS, winner)
+    return winner
+
+
+def _production_numbers(client: MlflowClient, name: str) -> list[int]:
+    """Version numbers in the Production stage, ascending."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(int(mv.version) for mv in versions if mv.current_stage == PRODUCTION)
+
+
+def _alias_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, PRODUCTION_ALIAS).version)
+    except MlflowException:
+        return None
