@@ -526,7 +526,7 @@ def test_simultaneous_promotions_converge_on_one_production_version(postgres_uri
     server = started_server(tmp_path / "mlflow", backend_store_uri=postgres_uri)
     try:
         outcomes = []
-        for trial in range(6):
+        for trial in range(8):
             name = f"race-{trial}-{uuid.uuid4().hex[:6]}"
             versions = [register_model(server.url, name, stage=None) for _ in range(2)]
             barrier = threading.Barrier(2)
