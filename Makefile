@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
+# Tools installed in the venv (hadolint, moto_server, mlflow) are found by the tests' subprocesses.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup data run test lint format audit clean
 
