@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 from credit_risk.settings import MlflowClientSettings
@@ -31,6 +32,9 @@ def configure_mlflow(settings: MlflowClientSettings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_request_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_http_request_timeout)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(settings.mlflow_http_request_backoff_factor)
+    # The fluent API (mlflow.start_run) prefers a URI set earlier in this process over the
+    # variable: pin ours, or an in-process caller would log to whatever was set before.
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
 def _health_ok(uri: str, timeout: float) -> bool:
