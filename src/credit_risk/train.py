@@ -33,6 +33,7 @@ import mlflow.data
 import numpy as np
 import pandas as pd
 import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
@@ -97,7 +98,13 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    return client.create_experiment(name)
+    try:
+        return client.create_experiment(name)
+    except MlflowException as e:
+        # Another trainer created it since we looked (two trainers started at once).
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _fit_candidate(candidate: Candidate, split, seed: int, experiment_id: str) -> _Fitted:
