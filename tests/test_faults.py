@@ -60,6 +60,7 @@ SLACK = 20.0
 # Client load for the tests that need the spool to drain while it goes on: well below what a
 # SQLite-backed tracking server logs on this machine (~1000 records/s, measured by test 2).
 LOAD = {"threads": 4, "batch_size": 5, "pause": 0.01}
+SINGLE_AND_INFO = ("predict",) * 7 + ("info",)
 
 
 def record_figure(name: str, **values) -> None:
@@ -239,6 +240,18 @@ def test_tracking_server_killed_under_load_every_prediction_answered_and_logged_
 # --- 3. the API stopped under load: SIGTERM, then SIGKILL -----------------------------------
 
 
+def _batches_in_progress(url: str) -> int:
+    """How many /predict/batch requests the API has started and not answered (0 if unknown)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith('credit_risk_http_requests_in_progress{route="/predict/batch"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
 def _send_big_batches(url: str, n_requests: int, records: int, out: list) -> list[threading.Thread]:
     """Threads that each send a whole /predict/batch request, then wait for its answer.
 
@@ -276,18 +289,29 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(
     api = start_api_process(env, tmp_path / "api-1.log")
     wait_until(lambda: is_ready(api), 60, "the API to be ready")
     big: list = []
-    with Load(api.url, **LOAD) as load:
+    # No small batches in this load: the in-progress count of /predict/batch is then the big ones.
+    with Load(api.url, **(LOAD | {"mix": SINGLE_AND_INFO})) as load:
         load.wait_for_more(300)
         # Batches of 10,000 take long enough to be mid-request when the signal lands.
         threads = _send_big_batches(api.url, 3, 10_000, big)
+        # Bytes handed to the socket are not yet a request: uvicorn closes a connection whose
+        # request it has not started parsing. Signal once the app itself has batches in hand.
+        deadline = time.monotonic() + 60
+        while not (started := _batches_in_progress(api.url)):
+            assert time.monotonic() < deadline, "no batch was ever in progress"
+            time.sleep(0.005)
         api.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         for t in threads:
             t.join()
         assert api.process.wait(60) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in api.log()
-    # Every request that reached the API before the signal was answered in full.
-    assert [status for _, status, _ in big] == [200, 200, 200], big
+    # Every request the app had started before the signal was answered in full.
+    statuses = [status for _, status, _ in big]
+    assert statuses.count(200) >= started, big
+    # A batch still unread in the socket when the server stopped may be cut, never half-answered.
+    assert set(statuses) <= {200, "ConnectionResetError", "RemoteDisconnected", "BrokenPipeError"}, big
+    big = [b for b in big if b[1] == 200]
     assert any(received > signalled for received, _, _ in big), "no batch was in flight at SIGTERM"
     assert not load.server_errors(), load.server_errors()
     # After the signal new connections are refused; that is the only kind of failure allowed.

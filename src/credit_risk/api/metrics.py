@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Routes whose in-progress count is worth a label of its own (a fixed set: raw paths would let
+# any client grow the label set).
+IN_PROGRESS_ROUTES = frozenset({"/predict", "/predict/batch", "/model/info", "/model/reload"})
 
 # Fine buckets at the low end: a single prediction takes about a millisecond.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,6 +35,12 @@ class ApiMetrics:
             "Time from request start to the end of the response, by route template.",
             ["route", "method"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "credit_risk_http_requests_in_progress",
+            "Requests the app has started and not yet answered (what a graceful stop waits for).",
+            ["route"],
             registry=self.registry,
         )
         self.predictions = Counter(
@@ -120,6 +130,9 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        path = scope["path"]
+        in_progress = self.metrics.in_progress.labels(path if path in IN_PROGRESS_ROUTES else "other")
+        in_progress.inc()
 
         async def send_and_see(message: Message) -> None:
             nonlocal status
@@ -130,6 +143,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_see)
         finally:
+            in_progress.dec()
             route = scope.get("route")
             # The template, not the raw path: unknown paths must not blow up the label set.
             path = getattr(route, "path", None) or "unmatched"
