@@ -44,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from credit_risk.api.schemas import EXAMPLE_RECORD  # noqa: E402
 from credit_risk.data import load_dataset  # noqa: E402
 from credit_risk.features import FEATURES  # noqa: E402
 from credit_risk.model_io import load_model_version  # noqa: E402
@@ -63,18 +64,7 @@ MLSERVER_PINS = [
     # 1.7.1's inference worker calls at start: the version of its own release time works.
     "uvloop==0.21.0",
 ]
-SEED_PAYLOAD = {
-    "RevolvingUtilizationOfUnsecuredLines": 0.766127,
-    "age": 45,
-    "NumberOfTime30_59DaysPastDueNotWorse": 2,
-    "DebtRatio": 0.802982,
-    "MonthlyIncome": 9120.0,
-    "NumberOfOpenCreditLinesAndLoans": 13,
-    "NumberOfTimes90DaysLate": 0,
-    "NumberRealEstateLoansOrLines": 6,
-    "NumberOfTime60_89DaysPastDueNotWorse": 0,
-    "NumberOfDependents": 2,
-}
+SEED_PAYLOAD = EXAMPLE_RECORD  # the seed's payload, as /docs shows it
 COMMON_ENV = {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
