@@ -150,7 +150,7 @@ async def predict(
         prediction=prediction,
         probability=float(probs[0]),
         model_version=model.version,
-        prediction_id=f"{plog.process_id}-{seq0}",
+        prediction_id=plog.prediction_ids(seq0, 1)[0],
     )
 
 
