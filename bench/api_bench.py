@@ -148,8 +148,15 @@ def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str,
 def start_mlflow_serve(tracking_uri: str, version: str, work: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
     # Only this peer: MLflow's loader will not read a skops model without it.
+    # It runs `uvicorn` by name: the venv's bin must be on PATH even when the venv is not active.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = server_env(
-        {**COMMON_ENV, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+        {
+            **COMMON_ENV,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+            "PATH": path,
+        }
     )
     cmd = [
         sys.executable, "-m", "mlflow", "models", "serve",
@@ -236,6 +243,19 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) so far of the live processes in a process group, from /proc."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (11), stime (12)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(target: Target, duration: int, connections: int, threads: int) -> dict:
     out = subprocess.run(
         [
@@ -315,6 +335,9 @@ def main() -> int:
     parser.add_argument("--batch-repeats", type=int, default=10)
     parser.add_argument("--csv", type=Path, default=ROOT / "data" / "cs-training.csv")
     parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="only our API, logging on and off (for the logging cost)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -348,11 +371,14 @@ def main() -> int:
         targets.append(Target("ours, logging off", f"{off_url}/predict", bodies["ours"], p))
         scorer = httpx.get(f"{on_url}/health").json()["scorer"]
         log(f"our API scores with: {scorer}")
-        mlflow_url, p = start_mlflow_serve(tracking.url, version, work)
-        processes.append(p)
-        targets.append(Target("mlflow models serve", f"{mlflow_url}/invocations", bodies["mlflow"], p))
         mlserver_note = ""
-        if args.skip_mlserver:
+        if not args.ours_only:
+            mlflow_url, p = start_mlflow_serve(tracking.url, version, work)
+            processes.append(p)
+            targets.append(Target("mlflow models serve", f"{mlflow_url}/invocations", bodies["mlflow"], p))
+        if args.ours_only:
+            mlserver_note = "peers skipped (--ours-only)"
+        elif args.skip_mlserver:
             mlserver_note = "MLServer skipped (--skip-mlserver)"
         else:
             try:
@@ -372,12 +398,22 @@ def main() -> int:
         drain_log(on_url)
         for r in range(args.rounds):
             for t in targets:
-                t.results.append(run_wrk(t, args.duration, args.connections, args.wrk_threads))
+                cpu0 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
+                res = run_wrk(t, args.duration, args.connections, args.wrk_threads)
                 if t.name == "ours, logging on":
-                    drain_log(on_url)  # its MLflow writes must not spill into the next target's turn
-                res = t.results[-1]
+                    # Its MLflow writes must not spill into the next target's turn; how long the
+                    # drain takes shows whether the log kept pace during the run or piled up.
+                    drained_at = time.monotonic()
+                    drain_log(on_url)
+                    res["drain_s"] = time.monotonic() - drained_at
+                cpu1 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
+                # CPU ms per request over the wrk run and the drain, of the target and of MLflow
+                res["cpu_target"] = (cpu1[0] - cpu0[0]) * 1e3 / res["requests"]
+                res["cpu_tracking"] = (cpu1[1] - cpu0[1]) * 1e3 / res["requests"]
+                t.results.append(res)
                 log(f"round {r + 1} {t.name}: {res['rps']:.0f} req/s, p50 {res['p50']:.1f} ms, "
-                    f"p99 {res['p99']:.1f} ms, failed {res['failed']}")  # fmt: skip
+                    f"p99 {res['p99']:.1f} ms, failed {res['failed']}, CPU ms per request: "
+                    f"target {res['cpu_target']:.2f}, tracking server {res['cpu_tracking']:.2f}")  # fmt: skip
 
         rows = load_dataset(args.csv)[0].loc[:, list(FEATURES)].to_numpy(dtype=np.float64)[:10_000]
         batch_ms = time_batches(on_url, rows, args.batch_repeats, drained=True)
@@ -390,15 +426,23 @@ def main() -> int:
         print(f"Single-row predict, {args.connections} connections, wrk -t{args.wrk_threads}, "
               f"{args.duration}s x {args.rounds} rounds")  # fmt: skip
         print("(medians over rounds; failed = non-2xx responses + socket errors, all rounds)")
-        print(f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+        print("(CPU = CPU ms per request of the target and of the tracking server, over the wrk run")
+        print(" and the prediction-log drain after it)")
+        header = ("target", "req/s", "p50 ms", "p99 ms", "failed", "CPU", "MLflow CPU")
+        print("{:<26}{:>9}{:>9}{:>9}{:>8}{:>8}{:>12}".format(*header))
         for t in targets:
-            med = {k: statistics.median(res[k] for res in t.results) for k in ("rps", "p50", "p99")}
+            keys = ("rps", "p50", "p99", "cpu_target", "cpu_tracking")
+            med = {k: statistics.median(res[k] for res in t.results) for k in keys}
             failed = sum(res["failed"] for res in t.results)
-            print(f"{t.name:<26}{med['rps']:>9.0f}{med['p50']:>9.1f}{med['p99']:>9.1f}{failed:>8}")
+            print(f"{t.name:<26}{med['rps']:>9.0f}{med['p50']:>9.1f}{med['p99']:>9.1f}{failed:>8}"
+                  f"{med['cpu_target']:>8.2f}{med['cpu_tracking']:>12.2f}")  # fmt: skip
         on = [res["rps"] for res in targets[0].results]
         off = [res["rps"] for res in targets[1].results]
         ratios = [a / b for a, b in zip(on, off, strict=True)]
-        print(f"\nlogging on / off throughput: median {statistics.median(ratios):.3f} "
+        drains = [res["drain_s"] for res in targets[0].results]
+        print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
+              f"logging-on run (flush interval 1 s)")  # fmt: skip
+        print(f"logging on / off throughput: median {statistics.median(ratios):.3f} "
               f"(per round: {', '.join(f'{x:.3f}' for x in ratios)})")  # fmt: skip
         print(
             f"/predict/batch, 10,000 real rows, prediction log drained before each: median "
