@@ -231,11 +231,33 @@ def test_batch_rejects_nan_inside_a_record(client):
     assert resp.status_code == 422
 
 
-def test_oversized_body_with_content_length_is_413(client):
+def _assert_body_too_large(resp) -> None:
+    # The one error shape, not Starlette's plain-text "Content Too Large".
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.json() == {
+        "error": "body_too_large",
+        "detail": f"request body larger than {MAX_BODY} bytes (MAX_BODY_BYTES)",
+    }
+
+
+@pytest.mark.parametrize("path", ["/predict/batch", "/predict", "/no-such-route"])
+def test_oversized_body_with_content_length_is_413(client, path):
     body = json.dumps({"records": [SEED_PAYLOAD] * 400}).encode()
     assert len(body) > MAX_BODY
-    resp = client.post("/predict/batch", content=body, headers={"Content-Type": "application/json"})
-    assert resp.status_code == 413
+    before = _count_413(client)
+    resp = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    _assert_body_too_large(resp)
+    assert _count_413(client) == before + 1  # answered outside the router, still counted
+
+
+def _count_413(client) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("credit_risk_http_requests_total{") and 'status="413"' in line
+    )
 
 
 def test_oversized_streamed_body_is_413(client):
@@ -246,7 +268,7 @@ def test_oversized_streamed_body_is_413(client):
         yield json.dumps(SEED_PAYLOAD).encode() + b"]}"
 
     resp = client.post("/predict/batch", content=chunks(), headers={"Content-Type": "application/json"})
-    assert resp.status_code == 413
+    _assert_body_too_large(resp)
 
 
 def test_model_info_describes_the_production_version(served):

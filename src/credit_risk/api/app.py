@@ -17,9 +17,10 @@ from fastapi.responses import Response
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
 from credit_risk.api.auth import require_api_key
-from credit_risk.api.errors import BatchTooLarge, ModelNotReady, install_error_handlers
+from credit_risk.api.errors import BatchTooLarge, DeclaredBodyLimit, ModelNotReady, install_error_handlers
 from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StateCollector
 from credit_risk.api.model_holder import ModelHolder
 from credit_risk.api.prediction_log import PredictionLogger
@@ -232,6 +233,18 @@ async def prometheus_metrics(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+class _App(FastAPI):
+    """FastAPI with two layers outside everything: request metrics, then the declared-size 413.
+
+    Outside Starlette's own body limiter (which FastAPI puts outside user middleware), so that a
+    declared oversize is answered in our error shape and still counted in the metrics.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = DeclaredBodyLimit(super().build_middleware_stack(), self.max_body_size)
+        return MetricsMiddleware(inner, self.state.metrics)
+
+
 def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> FastAPI:
     """Build the app; the registry poller and the prediction-log worker live in its lifespan."""
 
@@ -276,7 +289,7 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
             await asyncio.to_thread(plog.close, settings.api_shutdown_seconds)
             log.info("API stopped: prediction log %s", plog.stats())
 
-    app = FastAPI(
+    app = _App(
         title="credit-risk API",
         description="Serves the Production version of the credit-risk model from the MLflow registry.",
         version="1.0.0",
@@ -297,7 +310,6 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     _document_batch_body(app)
     app.include_router(router)
     app.include_router(protected)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 

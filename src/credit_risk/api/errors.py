@@ -8,7 +8,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,34 @@ class InvalidApiKey(ApiError):
     code = "invalid_api_key"
 
 
-# Errors raised by Starlette/FastAPI themselves. (A body over MAX_BODY_BYTES never gets here:
-# Starlette's limiter answers its own plain-text 413 outside the exception handlers.)
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+# Errors raised by Starlette/FastAPI themselves; 413 is Starlette's limiter on a streamed body.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _body_too_large_detail(limit: int | None) -> str:
+    return f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
+
+
+class DeclaredBodyLimit:
+    """Outermost ASGI layer: a Content-Length over the cap gets the JSON 413 before anything runs.
+
+    Starlette's limiter (FastAPI's `max_body_size`) caps every body, streamed ones included, but
+    answers a declared oversize with its own plain-text 413 from outside the exception handlers:
+    this layer answers such a request first, in the one error shape, without reading the body.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int):
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_size:
+                detail = _body_too_large_detail(self.max_body_size)
+                await error_response(413, "body_too_large", detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def error_response(
@@ -119,14 +146,17 @@ def _unparsable_json(cause: BaseException | None) -> str | None:
     return None
 
 
-async def _http_error_handler(_: Request, exc: HTTPException) -> Response:
+async def _http_error_handler(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 400 and (reason := _unparsable_json(exc.__cause__)):
         message = f"not valid JSON: {reason}"
         return error_response(
             422, "invalid_input", f"body: {message}", [{"field": "body", "message": message}]
         )
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    detail = str(exc.detail)
+    if exc.status_code == 413:
+        detail = _body_too_large_detail(request.app.max_body_size)
+    return error_response(exc.status_code, code, detail, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
