@@ -149,37 +149,6 @@ name="$(json "$WORK/info" '.model_name // empty' 'd.get("model_name")')"
 ok "$name version $version, dataset ${hash:0:12}…"
 
 # --- 5. Prediction ---------------------------------------------------------------------------------
-# The prediction experiment's id in EXP_ID ("" while the experiment does not exist yet).
-find_experiment() {
-  local code
-  EXP_ID=""
-  code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/get-by-name?experiment_name=$PREDICTION_EXPERIMENT" "$WORK/exp")"
-  if [[ "$code" == 200 ]]; then
-    EXP_ID="$(json "$WORK/exp" '.experiment.experiment_id' 'd["experiment"]["experiment_id"]')" ||
-      fail "MLflow experiments/get-by-name did not answer JSON: $(head -c 300 "$WORK/exp")"
-  fi
-}
-
-# Writes the latest `probability` point of each run to FILE, sorted, as "run_id step value" lines
-# (the API logs step = its sequence number, so a new prediction changes its run's line).
-latest_points() {
-  local code
-  : >"$1"
-  [[ -n "$EXP_ID" ]] || return 0
-  code="$(http POST "$MLFLOW_URL/api/2.0/mlflow/runs/search" "$WORK/runs" \
-    "{\"experiment_ids\": [\"$EXP_ID\"], \"max_results\": 1000}")"
-  [[ "$code" == 200 ]] || fail "MLflow runs/search answered $code: $(head -c 300 "$WORK/runs")"
-  # shellcheck disable=SC2016 # a jq program, not a shell expansion
-  json "$WORK/runs" \
-    '.runs[]? | .info.run_id as $r | (.data.metrics // [])[] | select(.key == "probability") | "\($r) \(.step) \(.value)"' \
-    '"\n".join("%s %s %s" % (r["info"]["run_id"], m["step"], m["value"]) for r in d.get("runs", []) for m in r.get("data", {}).get("metrics", []) if m["key"] == "probability")' \
-    >"$WORK/points" || fail "MLflow runs/search did not answer JSON: $(head -c 300 "$WORK/runs")"
-  LC_ALL=C sort "$WORK/points" >"$1"
-}
-
-find_experiment
-latest_points "$WORK/before"
-
 step "a prediction returns a result"
 payload='{
   "RevolvingUtilizationOfUnsecuredLines": 0.766127,
@@ -197,26 +166,54 @@ code="$(http POST "$API_URL/predict" "$WORK/pred" "$payload")"
 [[ "$code" == 200 ]] || fail "/predict answered $code: $(head -c 300 "$WORK/pred")"
 prediction="$(json "$WORK/pred" '.prediction // empty' 'd.get("prediction")')"
 probability="$(json "$WORK/pred" '.probability // empty' 'd.get("probability")')"
+prediction_id="$(json "$WORK/pred" '.prediction_id // empty' 'd.get("prediction_id")')"
 [[ "$prediction" == 0 || "$prediction" == 1 ]] || fail "prediction is '$prediction', expected 0 or 1: $(head -c 300 "$WORK/pred")"
 [[ -n "$probability" ]] || fail "no probability in the answer: $(head -c 300 "$WORK/pred")"
-ok "prediction $prediction, probability $probability"
+[[ "$prediction_id" =~ ^([0-9a-f]+)-([0-9]+)$ ]] || fail "prediction_id is '$prediction_id', expected <process>-<sequence number>"
+api_process="${BASH_REMATCH[1]}"
+seq_no="${BASH_REMATCH[2]}"
+ok "prediction $prediction, probability $probability, id $prediction_id"
 
 # --- 6. The prediction reaches MLflow ----------------------------------------------------------------
-step "prediction logged in MLflow experiment '$PREDICTION_EXPERIMENT'"
+# The API logs each prediction as the metric `probability` at step = the sequence number of its
+# prediction_id ("<process>-<seq>"), in a run tagged api_process=<process>: this looks for that very
+# point and compares its value with the answer's, so no other prediction can pass for ours.
+
+# Prints the `probability` logged at step $2 by API process $1, or nothing while there is none.
+logged_probability() {
+  local code exp_id run_ids query run
+  code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/get-by-name?experiment_name=$PREDICTION_EXPERIMENT" "$WORK/exp")"
+  [[ "$code" == 200 ]] || return 0
+  exp_id="$(json "$WORK/exp" '.experiment.experiment_id' 'd["experiment"]["experiment_id"]')" ||
+    fail "MLflow experiments/get-by-name did not answer JSON: $(head -c 300 "$WORK/exp")"
+  code="$(http POST "$MLFLOW_URL/api/2.0/mlflow/runs/search" "$WORK/runs" \
+    "{\"experiment_ids\": [\"$exp_id\"], \"filter\": \"tags.api_process = '$1'\", \"max_results\": 100}")"
+  [[ "$code" == 200 ]] || fail "MLflow runs/search answered $code: $(head -c 300 "$WORK/runs")"
+  run_ids="$(json "$WORK/runs" '[.runs[]?.info.run_id] | join(" ")' '" ".join(r["info"]["run_id"] for r in d.get("runs", []))')" ||
+    fail "MLflow runs/search did not answer JSON: $(head -c 300 "$WORK/runs")"
+  [[ -n "$run_ids" ]] || return 0
+  # The endpoint the MLflow UI reads metric charts from: the one that selects a step range.
+  query="metric_key=probability&start_step=$2&end_step=$2"
+  for run in $run_ids; do query+="&run_ids=$run"; done
+  code="$(http GET "$MLFLOW_URL/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?$query" "$WORK/points")"
+  [[ "$code" == 200 ]] || fail "MLflow metrics/get-history-bulk-interval answered $code: $(head -c 300 "$WORK/points")"
+  json "$WORK/points" \
+    "[.metrics[]? | select((.step | tonumber) == $2) | .value][0] // empty" \
+    "next((m['value'] for m in d.get('metrics', []) if int(m.get('step', 0)) == $2), None)"
+}
+
+step "prediction $prediction_id logged in MLflow experiment '$PREDICTION_EXPERIMENT'"
 deadline=$((SECONDS + VERIFY_TIMEOUT))
 while :; do
-  [[ -n "$EXP_ID" ]] || find_experiment
-  latest_points "$WORK/after"
-  # A line only in "after" is a new run or a higher step: it holds our prediction.
-  LC_ALL=C comm -13 "$WORK/before" "$WORK/after" >"$WORK/new"
-  if [[ -s "$WORK/new" ]]; then
-    read -r run_id step_no value <"$WORK/new"
-    ok "run ${run_id:0:12}…, step $step_no, probability $value"
+  value="$(logged_probability "$api_process" "$seq_no")"
+  if [[ -n "$value" ]]; then
+    awk -v a="$value" -v b="$probability" 'BEGIN { d = a - b; exit !(d < 1e-12 && d > -1e-12) }' ||
+      fail "MLflow holds probability $value at step $seq_no, the API answered $probability"
+    ok "step $seq_no of API process $api_process, probability $value"
     break
   fi
   if ((SECONDS >= deadline)); then
-    [[ -n "$EXP_ID" ]] || fail "no experiment '$PREDICTION_EXPERIMENT' in MLflow after ${VERIFY_TIMEOUT}s: is prediction logging on? (docker-compose logs api)"
-    fail "no new 'probability' point in '$PREDICTION_EXPERIMENT' after ${VERIFY_TIMEOUT}s (GET $API_URL/health shows the log backlog)"
+    fail "no 'probability' at step $seq_no from API process $api_process in '$PREDICTION_EXPERIMENT' after ${VERIFY_TIMEOUT}s: is prediction logging on? (GET $API_URL/health shows the log backlog; docker-compose logs api)"
   fi
   sleep 1
 done

@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
+from api_helpers import SEED_PAYLOAD
 from conftest import synthetic_frame, write_kaggle_csv
 from credit_risk.registry import production_version
 from credit_risk.server import TrackingServer, free_port, start_tracking_server
@@ -253,7 +258,10 @@ def test_stack_serves_the_promoted_model_and_verify_passes(stack):
     result = run_verify(stack.mlflow_url, stack.api_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All checks passed." in result.stdout
-    assert "prediction logged in MLflow experiment 'credit-risk-predictions' ... ok" in result.stdout
+    step = r"prediction (\w+)-(\d+) logged in MLflow experiment 'credit-risk-predictions' \.\.\. ok"
+    logged = re.search(step, result.stdout)
+    assert logged, result.stdout
+    assert f"step {logged[2]} of API process {logged[1]}" in result.stdout
     client = MlflowClient(stack.mlflow_url)
     assert production_version(client, MODEL_NAME) is not None
 
@@ -316,7 +324,8 @@ def test_verify_stops_at_the_first_failure_when_mlflow_is_down():
 
 
 def test_verify_fails_when_the_prediction_never_reaches_mlflow(stack):
-    """A second API on the same registry with prediction logging off: the last check must catch it."""
+    """A second API on the same registry with prediction logging off: the last check must catch it,
+    even while the stack's own API logs other predictions into the same experiment meanwhile."""
     port = free_port()
     env = {**stack.service_env("api"), "API_PORT": str(port), "PREDICTION_LOGGING": "false"}
     log_path = stack.root / "api-no-logging.log"
@@ -326,12 +335,29 @@ def test_verify_fails_when_the_prediction_never_reaches_mlflow(stack):
         )
     try:
         wait_for_status(f"http://127.0.0.1:{port}/health/ready", 200, 120, api, log_path)
-        result = run_verify(
-            stack.mlflow_url, f"http://127.0.0.1:{port}", VERIFY_TIMEOUT="3", API_KEY=stack.api_key
-        )
+        with ThreadPoolExecutor(1) as pool:
+            verify = pool.submit(
+                run_verify,
+                stack.mlflow_url,
+                f"http://127.0.0.1:{port}",
+                VERIFY_TIMEOUT="5",
+                API_KEY=stack.api_key,
+            )
+            decoys = 0
+            while not verify.done():  # new `probability` points that are not the checked prediction
+                decoys += post_prediction(stack.api_url, stack.api_key)
+                time.sleep(0.3)
+            result = verify.result()
     finally:
         api.terminate()
         api.wait(30)
-    assert result.returncode == 1
-    assert result.stdout.splitlines()[-1].startswith("7. prediction logged in MLflow")
-    assert "no new 'probability' point" in result.stderr or "no experiment" in result.stderr
+    assert result.returncode == 1, result.stdout  # the old "any new point" check passed here
+    assert decoys > 5
+    assert re.match(r"7\. prediction \w+-\d+ logged in MLflow .* FAILED$", result.stdout.splitlines()[-1])
+    assert "no 'probability' at step" in result.stderr, result.stderr
+
+
+def post_prediction(api_url: str, api_key: str) -> int:
+    """One /predict with the seed's payload; 1 when it answered 200."""
+    resp = httpx.post(f"{api_url}/predict", json=SEED_PAYLOAD, headers={"X-API-Key": api_key}, timeout=10)
+    return int(resp.status_code == 200)
