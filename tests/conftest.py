@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -94,3 +96,36 @@ def tracking_uri(mlflow_server) -> str:
 def model_name() -> str:
     """A registered-model name of the test's own, so tests sharing a server never collide."""
     return f"credit-risk-test-{uuid.uuid4().hex[:8]}"
+
+
+def _live_children(parent: int) -> list[tuple[int, int, str]]:
+    """(pid, process group, command line) of the live child processes of `parent`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
+        if ppid == parent and state != "Z":
+            found.append((int(stat.parent.name), pgid, cmdline.strip()))
+    return found
+
+
+def pytest_sessionfinish(session):
+    """Stop what a test left running (a failure path that skipped a fixture's teardown), and say so.
+
+    Every fixture stops what it starts; anything still running here is a leak: an `mlflow server`
+    or an API outliving the run would hold its port and memory until the machine stops.
+    """
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for pid, pgid, cmdline in _live_children(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            if pgid == pid:  # started in a session of its own: its workers go with it
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            if reporter is not None:
+                reporter.ensure_newline()
+                reporter.write_line(f"conftest: stopped a process a test left running: {pid} {cmdline[:200]}")
