@@ -169,9 +169,11 @@ probability="$(json "$WORK/pred" '.probability // empty' 'd.get("probability")')
 prediction_id="$(json "$WORK/pred" '.prediction_id // empty' 'd.get("prediction_id")')"
 [[ "$prediction" == 0 || "$prediction" == 1 ]] || fail "prediction is '$prediction', expected 0 or 1: $(head -c 300 "$WORK/pred")"
 [[ -n "$probability" ]] || fail "no probability in the answer: $(head -c 300 "$WORK/pred")"
-[[ "$prediction_id" =~ ^([0-9a-f]+)-([0-9]+)$ ]] || fail "prediction_id is '$prediction_id', expected <process>-<sequence number>"
+[[ "$prediction_id" =~ ^([0-9a-f]+)-([1-9][0-9]*)$ ]] || fail "prediction_id is '$prediction_id', expected <process>-<sequence number>"
 api_process="${BASH_REMATCH[1]}"
 seq_no="${BASH_REMATCH[2]}"
+# MLflow's step-range query takes 32-bit steps: an API process past a billion predictions is beyond it.
+((${#seq_no} <= 9)) || fail "sequence number $seq_no is beyond what MLflow's step-range query takes; restart the API"
 ok "prediction $prediction, probability $probability, id $prediction_id"
 
 # --- 6. The prediction reaches MLflow ----------------------------------------------------------------
@@ -179,11 +181,14 @@ ok "prediction $prediction, probability $probability, id $prediction_id"
 # prediction_id ("<process>-<seq>"), in a run tagged api_process=<process>: this looks for that very
 # point and compares its value with the answer's, so no other prediction can pass for ours.
 
-# Prints the `probability` logged at step $2 by API process $1, or nothing while there is none.
+# Writes to FILE ($3) the `probability` logged at step $2 by API process $1, or nothing while there
+# is none. (Not called in $(...): its `fail` must end the script, not a subshell.)
 logged_probability() {
   local code exp_id run_ids query run
+  : >"$3"
   code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/get-by-name?experiment_name=$PREDICTION_EXPERIMENT" "$WORK/exp")"
-  [[ "$code" == 200 ]] || return 0
+  [[ "$code" == 404 ]] && return 0 # the API has not created the experiment yet
+  [[ "$code" == 200 ]] || fail "MLflow experiments/get-by-name answered $code: $(head -c 300 "$WORK/exp")"
   exp_id="$(json "$WORK/exp" '.experiment.experiment_id' 'd["experiment"]["experiment_id"]')" ||
     fail "MLflow experiments/get-by-name did not answer JSON: $(head -c 300 "$WORK/exp")"
   code="$(http POST "$MLFLOW_URL/api/2.0/mlflow/runs/search" "$WORK/runs" \
@@ -192,22 +197,24 @@ logged_probability() {
   run_ids="$(json "$WORK/runs" '[.runs[]?.info.run_id] | join(" ")' '" ".join(r["info"]["run_id"] for r in d.get("runs", []))')" ||
     fail "MLflow runs/search did not answer JSON: $(head -c 300 "$WORK/runs")"
   [[ -n "$run_ids" ]] || return 0
-  # The endpoint the MLflow UI reads metric charts from: the one that selects a step range.
+  # The endpoint the MLflow UI draws metric charts from: the one that selects a range of steps.
   query="metric_key=probability&start_step=$2&end_step=$2"
   for run in $run_ids; do query+="&run_ids=$run"; done
-  code="$(http GET "$MLFLOW_URL/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?$query" "$WORK/points")"
+  code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/metrics/get-history-bulk-interval?$query" "$WORK/points")"
   [[ "$code" == 200 ]] || fail "MLflow metrics/get-history-bulk-interval answered $code: $(head -c 300 "$WORK/points")"
   json "$WORK/points" \
     "[.metrics[]? | select((.step | tonumber) == $2) | .value][0] // empty" \
-    "next((m['value'] for m in d.get('metrics', []) if int(m.get('step', 0)) == $2), None)"
+    "next((m['value'] for m in d.get('metrics', []) if int(m.get('step', 0)) == $2), None)" >"$3" ||
+    fail "MLflow metrics/get-history-bulk-interval did not answer JSON: $(head -c 300 "$WORK/points")"
 }
 
 step "prediction $prediction_id logged in MLflow experiment '$PREDICTION_EXPERIMENT'"
 deadline=$((SECONDS + VERIFY_TIMEOUT))
 while :; do
-  value="$(logged_probability "$api_process" "$seq_no")"
+  logged_probability "$api_process" "$seq_no" "$WORK/value"
+  value="$(cat "$WORK/value")"
   if [[ -n "$value" ]]; then
-    awk -v a="$value" -v b="$probability" 'BEGIN { d = a - b; exit !(d < 1e-12 && d > -1e-12) }' ||
+    LC_ALL=C awk -v a="$value" -v b="$probability" 'BEGIN { d = a - b; exit !(d < 1e-12 && d > -1e-12) }' ||
       fail "MLflow holds probability $value at step $seq_no, the API answered $probability"
     ok "step $seq_no of API process $api_process, probability $value"
     break

@@ -1,6 +1,6 @@
 """Benchmark: our API against `mlflow models serve` and Seldon MLServer on the same Production model.
 
-    python bench/api_bench.py [--rounds 3] [--duration 15] [--connections 16] [--skip-mlserver]
+    python bench/api_bench.py [--rounds 3] [--duration 15] [--connections 16] [--skip-mlserver | --ours-only]
 
 One run, everything on this machine:
 1. a fresh `mlflow server` (SQLite, temp dir) and the real trainer (`python -m credit_risk.train`
@@ -244,15 +244,16 @@ def _ms(text: str) -> float:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) so far of the live processes in a process group, from /proc."""
+    """CPU time (user + system) so far of a process group's live processes and of the children they
+    reaped, from /proc (a process that ended unreaped between two readings takes its share along)."""
     ticks = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
-        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (11), stime (12)
-            ticks += int(fields[11]) + int(fields[12])
+        if int(fields[2]) == pgid:  # state, ppid, pgrp, ..., utime (11), stime, cutime, cstime (14)
+            ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -408,8 +409,9 @@ def main() -> int:
                     res["drain_s"] = time.monotonic() - drained_at
                 cpu1 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 # CPU ms per request over the wrk run and the drain, of the target and of MLflow
-                res["cpu_target"] = (cpu1[0] - cpu0[0]) * 1e3 / res["requests"]
-                res["cpu_tracking"] = (cpu1[1] - cpu0[1]) * 1e3 / res["requests"]
+                served = max(res["requests"], 1)
+                res["cpu_target"] = (cpu1[0] - cpu0[0]) * 1e3 / served
+                res["cpu_tracking"] = (cpu1[1] - cpu0[1]) * 1e3 / served
                 t.results.append(res)
                 log(f"round {r + 1} {t.name}: {res['rps']:.0f} req/s, p50 {res['p50']:.1f} ms, "
                     f"p99 {res['p99']:.1f} ms, failed {res['failed']}, CPU ms per request: "

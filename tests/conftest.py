@@ -113,6 +113,7 @@ def _live_children(parent: int) -> list[tuple[int, int, str]]:
     return found
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what -x or Ctrl-C left up
 def pytest_sessionfinish(session):
     """Stop what a test left running (a failure path that skipped a fixture's teardown), and say so.
 

@@ -6,6 +6,7 @@ the real `mlflow server` fixture with a small model in Production.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api_helpers import SEED_PAYLOAD, payloads, register_model, wait_until
 from credit_risk.api.app import create_app
+from credit_risk.api.errors import DeclaredBodyLimit
 from credit_risk.features import FEATURES
 from credit_risk.settings import ApiSettings
 
@@ -343,3 +345,36 @@ def test_health_and_info_need_no_api_key(keyed):
     assert keyed.get("/health").status_code == 200
     assert keyed.get("/model/info").status_code == 200
     assert keyed.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("declared", "answered_by"),
+    [
+        ("100", "app"),
+        (str(MAX_BODY + 1), "guard"),
+        ("9" * 25, "guard"),  # beyond any int64
+        ("9" * 5000, "guard"),  # int() refuses strings this long: no 500
+        ("\u00b2", "app"),  # str.isdigit() says yes, int() says no: left to the app and the parser
+        ("12a", "app"),
+    ],
+)
+def test_declared_body_limit_judges_odd_content_lengths_without_crashing(declared, answered_by):
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        sent.append({"type": "app"})
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    headers = [(b"content-length", declared.encode())]
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+    asyncio.run(DeclaredBodyLimit(app, MAX_BODY)(scope, receive, send))
+    if answered_by == "app":
+        assert sent == [{"type": "app"}]
+    else:
+        assert sent[0]["status"] == 413
+        assert json.loads(sent[1]["body"])["error"] == "body_too_large"

@@ -73,7 +73,13 @@ class DeclaredBodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             declared = Headers(scope=scope).get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body_size:
+            # ASCII digits only (str.isdigit also takes "²"), and no int() of thousands of digits;
+            # anything odd is left to the HTTP parser and Starlette's limiter.
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and (len(declared) > 18 or int(declared) > self.max_body_size)
+            ):
                 detail = _body_too_large_detail(self.max_body_size)
                 await error_response(413, "body_too_large", detail)(scope, receive, send)
                 return
