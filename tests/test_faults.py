@@ -552,19 +552,25 @@ def test_simultaneous_promotions_converge_on_one_production_version(postgres_uri
         outcomes = []
         for trial in range(8):
             name = f"race-{trial}-{uuid.uuid4().hex[:6]}"
-            versions = [register_model(server.url, name, stage=None) for _ in range(2)]
-            barrier = threading.Barrier(2)
+            versions = [register_model(server.url, name, stage=None) for _ in range(3)]
+            barrier = threading.Barrier(len(versions))
             winners: list[str] = []
+            errors: list[BaseException] = []
 
-            def promote_now(version: str, name: str = name, barrier=barrier, winners=winners) -> None:
+            def promote_now(version: str, name: str = name, barrier=barrier, winners=winners, errors=errors):
                 barrier.wait()
-                winners.append(promote(MlflowClient(server.url), name, version))
+                try:
+                    winners.append(promote(MlflowClient(server.url), name, version))
+                except BaseException as e:  # a thread's exception would otherwise pass unseen
+                    errors.append(e)
 
             threads = [threading.Thread(target=promote_now, args=(v,)) for v in versions]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            assert not errors, errors  # every promoter finishes, none crashes on the other's writes
+            assert len(winners) == len(versions)
             client = MlflowClient(server.url)
             stages = {v.version: v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
             production = [v for v, stage in stages.items() if stage == "Production"]
