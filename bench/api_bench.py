@@ -210,6 +210,20 @@ def start_mlserver(pipeline, work: Path) -> tuple[str, subprocess.Popen]:
     return url, process
 
 
+def add_mlserver(targets: list, processes: list, pipeline, bodies: dict[str, Path], work: Path) -> str:
+    """Start MLServer and add its two input forms as targets; "" or why it is not measured."""
+    try:
+        ms_url, p = start_mlserver(pipeline, work)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        log(f"MLServer not measured: {e}")
+        return f"MLServer not measured: {e}"
+    processes.append(p)
+    infer = f"{ms_url}/v2/models/credit-risk/infer"
+    targets.append(Target("MLServer, FP64 tensor", infer, bodies["mlserver-tensor"], p))
+    targets.append(Target("MLServer, named columns", infer, bodies["mlserver-columns"], p))
+    return ""
+
+
 def write_bodies(work: Path) -> dict[str, Path]:
     row = [float(SEED_PAYLOAD[f]) for f in FEATURES]
     bodies = {
@@ -372,25 +386,16 @@ def main() -> int:
         targets.append(Target("ours, logging off", f"{off_url}/predict", bodies["ours"], p))
         scorer = httpx.get(f"{on_url}/health").json()["scorer"]
         log(f"our API scores with: {scorer}")
-        mlserver_note = ""
-        if not args.ours_only:
+        if args.ours_only:
+            mlserver_note = "peers skipped (--ours-only)"
+        else:
             mlflow_url, p = start_mlflow_serve(tracking.url, version, work)
             processes.append(p)
             targets.append(Target("mlflow models serve", f"{mlflow_url}/invocations", bodies["mlflow"], p))
-        if args.ours_only:
-            mlserver_note = "peers skipped (--ours-only)"
-        elif args.skip_mlserver:
-            mlserver_note = "MLServer skipped (--skip-mlserver)"
-        else:
-            try:
-                ms_url, p = start_mlserver(model.pipeline, work)
-                processes.append(p)
-                infer = f"{ms_url}/v2/models/credit-risk/infer"
-                targets.append(Target("MLServer, FP64 tensor", infer, bodies["mlserver-tensor"], p))
-                targets.append(Target("MLServer, named columns", infer, bodies["mlserver-columns"], p))
-            except (RuntimeError, subprocess.CalledProcessError) as e:
-                mlserver_note = f"MLServer not measured: {e}"
-                log(mlserver_note)
+            if args.skip_mlserver:
+                mlserver_note = "MLServer skipped (--skip-mlserver)"
+            else:
+                mlserver_note = add_mlserver(targets, processes, model.pipeline, bodies, work)
 
         for t in targets:  # warm-up, and a check that each answers 200
             warm = run_wrk(t, 3, args.connections, args.wrk_threads)
