@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # Tools installed in the venv (hadolint, moto_server, mlflow) are found by the tests' subprocesses.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup data run test lint format audit clean
+.PHONY: help setup data run test test-fast lint format audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,15 +21,16 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 setup: $(BIN)/.installed ## create .venv with the pinned dependencies
 
 data: setup ## fetch the real cs-training.csv into data/ (checked by SHA256)
-	$(BIN)/python -m credit_risk.fetch_data
+	$(BIN)/python -m credit_risk.devtools.fetch_data
 
 run: setup ## the whole flow locally: MLflow server (SQLite), fetch data, train, promote, serve the API on :8000
-	$(BIN)/python -m credit_risk.local
+	$(BIN)/python -m credit_risk.devtools.local
 
-test: setup ## lint, then every test tier (unit and integration)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/python -m pytest
+test: lint ## lint, then every test tier (unit, then integration): what CI runs
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+test-fast: setup ## the unit tier only: needs nothing running, under a minute
+	$(BIN)/python -m pytest tests/unit
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check src tests bench

@@ -45,12 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from credit_risk.api.schemas import EXAMPLE_RECORD  # noqa: E402
-from credit_risk.data import load_dataset  # noqa: E402
+from credit_risk.devtools.tracking_server import free_port, server_env, start_tracking_server  # noqa: E402
 from credit_risk.features import FEATURES  # noqa: E402
 from credit_risk.model_io import load_model_version  # noqa: E402
 from credit_risk.registry import production_version  # noqa: E402
-from credit_risk.server import free_port, server_env, start_tracking_server  # noqa: E402
 from credit_risk.tracking import wait_for_tracking_server  # noqa: E402
+from credit_risk.training.data import load_dataset  # noqa: E402
 
 MODEL_NAME = "credit-risk-model"
 MLSERVER_VENV = ROOT / "bench" / ".venv-mlserver"

@@ -20,7 +20,7 @@ Reported, and checked (exit code 1 when a check fails):
   PREDICTION_LOG_QUEUE_SIZE caps it, beyond that records spill to the disk spool. So the bound
   is 16 MiB (models swapped in, caches) + 1 KiB per record of queue capacity: 114 MiB with the
   default 100,000 (--rss-bound-mib overrides it).
-The small CI variant is tests/test_soak.py (20 s).
+The small CI variant is tests/integration/test_soak.py (20 s).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from api_helpers import register_model, set_stage, start_api_process, wait_until  # noqa: E402
-from credit_risk.server import start_tracking_server  # noqa: E402
+from credit_risk.devtools.tracking_server import start_tracking_server  # noqa: E402
 from credit_risk.settings import ApiSettings  # noqa: E402
-from load import Load, log_drained, logged_predictions  # noqa: E402
+from support.api import register_model, set_stage, start_api_process, wait_until  # noqa: E402
+from support.load import Load, log_drained, logged_predictions  # noqa: E402
 
 MODEL_NAME = "credit-risk-soak"
 EXPERIMENT = "credit-risk-soak-predictions"

@@ -6,7 +6,7 @@ load and score. Peak RSS is the trainer process's own (os.wait4), not the server
 
     python bench/train_bench.py [--csv data/cs-training.csv] [--threads N]
 
-Bar (issue 2): whole run < 60 s, peak RSS < 2 GB, test AUC >= 0.86. Exits 1 if a bar is missed.
+Bar: whole run < 60 s, peak RSS < 2 GB, test AUC >= 0.86. Exits 1 if a bar is missed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from credit_risk.server import server_env, start_tracking_server
+from credit_risk.devtools.tracking_server import server_env, start_tracking_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_SECONDS, MAX_RSS_MB, MIN_AUC = 60.0, 2048.0, 0.86

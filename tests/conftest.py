@@ -8,58 +8,31 @@ import signal
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from credit_risk.features import CSV_TO_API, FEATURES, TARGET
-from credit_risk.server import start_tracking_server
+from credit_risk.devtools.tracking_server import start_tracking_server
+from credit_risk.features import FEATURES, TARGET
+from credit_risk.training.candidates import CANDIDATES
+from support.data import REAL_CSV, synthetic_frame, write_kaggle_csv
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL_CSV = ROOT / "data" / "cs-training.csv"
-API_TO_CSV = {v: k for k, v in CSV_TO_API.items()}
+TESTS = Path(__file__).resolve().parent
+# Fixtures that start a real server: a unit test (tests/unit/) must not ask for one.
+SERVER_FIXTURES = frozenset({"mlflow_server", "tracking_uri"})
 
 
-def synthetic_frame(n: int = 3000, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
-    """Rows shaped like the real file (API names), with a learnable target.
-
-    `signal` scales how much the target depends on the features: 0 gives a useless model.
-    """
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(
-        {
-            "RevolvingUtilizationOfUnsecuredLines": rng.beta(0.6, 2.0, n),
-            "age": rng.integers(21, 90, n).astype(float),
-            "NumberOfTime30_59DaysPastDueNotWorse": rng.poisson(0.3, n).astype(float),
-            "DebtRatio": rng.gamma(1.2, 0.4, n),
-            "MonthlyIncome": rng.gamma(2.0, 3000.0, n).round(),
-            "NumberOfOpenCreditLinesAndLoans": rng.poisson(8, n).astype(float),
-            "NumberOfTimes90DaysLate": rng.poisson(0.15, n).astype(float),
-            "NumberRealEstateLoansOrLines": rng.poisson(1, n).astype(float),
-            "NumberOfTime60_89DaysPastDueNotWorse": rng.poisson(0.1, n).astype(float),
-            "NumberOfDependents": rng.poisson(0.8, n).astype(float),
-        }
-    )
-    df.loc[rng.random(n) < 0.15, "MonthlyIncome"] = np.nan
-    df.loc[rng.random(n) < 0.02, "NumberOfDependents"] = np.nan
-    logit = -3.0 + signal * (
-        2.5 * df["RevolvingUtilizationOfUnsecuredLines"]
-        - 0.03 * (df["age"] - 50)
-        + 0.8 * df["NumberOfTime30_59DaysPastDueNotWorse"]
-        + 1.2 * df["NumberOfTimes90DaysLate"]
-    )
-    df.insert(0, TARGET, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
-    return df[[TARGET, *FEATURES]]
-
-
-def write_kaggle_csv(df: pd.DataFrame, path: Path, id_column: str = "", line_ending: str = "\r\n") -> Path:
-    """Write a frame the way Kaggle's file looks: hyphenated names, blank id column, NA, CRLF."""
-    out = df.rename(columns=API_TO_CSV)
-    out.insert(0, id_column, range(1, len(out) + 1))
-    out.to_csv(path, index=False, na_rep="NA", lineterminator=line_ending)
-    return path
+def pytest_collection_modifyitems(config, items):
+    """Mark every test in tests/integration/ `integration`, and keep servers out of the unit tier."""
+    for item in items:
+        path = Path(item.path)
+        if path.is_relative_to(TESTS / "integration"):
+            item.add_marker(pytest.mark.integration)
+        elif path.is_relative_to(TESTS / "unit") and SERVER_FIXTURES & set(item.fixturenames):
+            raise pytest.UsageError(
+                f"{item.nodeid} is a unit test but starts a server: move it to tests/integration/"
+            )
 
 
 @pytest.fixture
@@ -72,6 +45,19 @@ def real_csv() -> Path:
     if not REAL_CSV.exists():
         pytest.skip(f"{REAL_CSV} not present: run `make data` to fetch it")
     return REAL_CSV
+
+
+@pytest.fixture(scope="session")
+def candidate_frame() -> pd.DataFrame:
+    """1,000 synthetic rows the candidate pipelines are fitted on (read-only: shared by the session)."""
+    return synthetic_frame(1000, seed=5)
+
+
+@pytest.fixture(scope="session")
+def fitted_candidates(candidate_frame) -> dict:
+    """Every candidate pipeline, fitted on `candidate_frame`, by candidate name."""
+    X, y = candidate_frame[list(FEATURES)].to_numpy(), candidate_frame[TARGET].to_numpy()
+    return {c.name: c.build(0).fit(X, y) for c in CANDIDATES}
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ PAST_DUE: tuple[str, ...] = (
     "NumberOfTime60_89DaysPastDueNotWorse",
 )
 
-# 96 and 98 in the past-due counts are reporting codes, not counts (DATA.md).
+# 96 and 98 in the past-due counts are reporting codes, not counts (docs/data.md).
 PAST_DUE_CODES: tuple[int, ...] = (96, 98)
 
 # Non-negative counts; age is bounded separately.

@@ -31,6 +31,19 @@ TRUSTED_TYPES: list[str] = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
 SERIALIZATION_FORMAT = "skops"
+# The test-split metrics the trainer logs on a version's run (evaluation computes them, in this
+# order) and /model/info shows; the decision threshold is logged beside them.
+TEST_METRICS: tuple[str, ...] = (
+    "roc_auc",
+    "gini",
+    "ks",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "brier",
+    "log_loss",
+)
 PIP_REQUIREMENTS = [
     f"{dist}=={importlib.metadata.version(dist)}"
     for dist in ("mlflow", "scikit-learn", "numpy", "pandas", "skops")
@@ -108,7 +121,7 @@ def load_model_version(client: MlflowClient, name: str, version: str) -> LoadedM
             download_uri = client.get_model_version_download_uri(name, version)
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=download_uri, dst_path=tmp, tracking_uri=client._tracking_client.tracking_uri
+                    artifact_uri=download_uri, dst_path=tmp, tracking_uri=client.tracking_uri
                 )
             )
         except Exception as e:  # any storage or registry failure means "cannot be served"

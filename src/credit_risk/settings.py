@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The promotion gate's modes: `auto` applies the gate, `always` promotes, `never` registers only.
+PromoteMode = Literal["auto", "always", "never"]
+
 
 class MlflowClientSettings(BaseSettings):
     """What every MLflow client of ours needs; MLflow's own variable names are kept."""
@@ -32,7 +35,7 @@ class TrainerSettings(MlflowClientSettings):
 
     experiment: str = "credit-risk-prediction"
     model_name: str = "credit-risk-model"
-    promote: Literal["auto", "always", "never"] = "auto"
+    promote: PromoteMode = "auto"
     min_auc: float = Field(0.75, ge=0.0, le=1.0)
     seed: int = 42
     # OpenMP threads for fitting and scoring. One, because on a busy 2-core machine OpenMP's

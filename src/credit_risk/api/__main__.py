@@ -15,12 +15,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from credit_risk.api.app import create_app
+from credit_risk.logs import setup_logging
 from credit_risk.settings import ApiSettings
 
 
 def main() -> int:
     """Start one uvicorn worker (the poller and the log worker are threads of this process)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         settings = ApiSettings()
     except ValidationError as e:

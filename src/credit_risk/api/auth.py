@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import APIKeyHeader
 
+from credit_risk.api.deps import SettingsDep
 from credit_risk.api.errors import InvalidApiKey
 
 # auto_error=False: a missing key must get our own 401 body, not FastAPI's 403.
@@ -16,11 +17,11 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
     """Reject the request unless API_KEY is unset or X-API-Key matches it."""
-    expected: bytes | None = request.app.state.api_key
-    if expected is None:
+    if not settings.api_key:
         return
+    expected = settings.api_key.encode()
     if key is None:
         raise InvalidApiKey("this route needs an X-API-Key header")
     if not hmac.compare_digest(key.encode(), expected):

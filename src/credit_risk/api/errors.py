@@ -8,9 +8,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +52,9 @@ class InvalidApiKey(ApiError):
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
-def _body_too_large_detail(limit: int | None) -> str:
+def body_too_large_detail(limit: int | None) -> str:
+    """What a 413 says: the limit and the setting behind it."""
     return f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
-
-
-class DeclaredBodyLimit:
-    """Outermost ASGI layer: a Content-Length over the cap gets the JSON 413 before anything runs.
-
-    Starlette's limiter (FastAPI's `max_body_size`) caps every body, streamed ones included, but
-    answers a declared oversize with its own plain-text 413 from outside the exception handlers:
-    this layer answers such a request first, in the one error shape, without reading the body.
-    """
-
-    def __init__(self, app: ASGIApp, max_body_size: int):
-        self.app = app
-        self.max_body_size = max_body_size
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = Headers(scope=scope).get("content-length", "")
-            # ASCII digits only (str.isdigit also takes "²"), and no int() of thousands of digits;
-            # anything odd is left to the HTTP parser and Starlette's limiter.
-            if (
-                declared.isascii()
-                and declared.isdigit()
-                and (len(declared) > 18 or int(declared) > self.max_body_size)
-            ):
-                detail = _body_too_large_detail(self.max_body_size)
-                await error_response(413, "body_too_large", detail)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def error_response(
@@ -161,7 +132,7 @@ async def _http_error_handler(request: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = str(exc.detail)
     if exc.status_code == 413:
-        detail = _body_too_large_detail(request.app.max_body_size)
+        detail = body_too_large_detail(request.app.max_body_size)
     return error_response(exc.status_code, code, detail, headers=exc.headers)
 
 

@@ -20,24 +20,14 @@ from mlflow.tracking import MlflowClient
 
 from credit_risk.api.errors import ModelNotReady
 from credit_risk.api.fast_forest import make_scorer
-from credit_risk.model_io import LoadedModel, ModelRejected, load_model_version
+from credit_risk.logs import first_line
+from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_model_version
 from credit_risk.registry import production_version
 
 log = logging.getLogger(__name__)
 
-# The test metrics the trainer logs on a version's run; /model/info shows those that exist.
-RUN_METRICS = (
-    "roc_auc",
-    "gini",
-    "ks",
-    "precision",
-    "recall",
-    "f1",
-    "accuracy",
-    "brier",
-    "log_loss",
-    "decision_threshold",
-)
+# What /model/info shows of the version's run: its test metrics and the threshold.
+RUN_METRICS = (*TEST_METRICS, "decision_threshold")
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,7 @@ class ModelHolder:
             mv = production_version(self._client, self.model_name)
         except Exception as e:
             if self._state.model is None:
-                self._set(Serving(None, f"the model registry is unreachable: {_short(e)}"))
+                self._set(Serving(None, f"the model registry is unreachable: {first_line(e)}"))
             else:
                 # The registry cannot say the version left Production, so it stays: a dead
                 # tracking server must not take predictions down with it.
@@ -120,7 +110,7 @@ class ModelHolder:
             self._set(Serving(None, f"Production version {mv.version} cannot be served: {e}"))
             return True
         except Exception as e:  # the registry or artifact store failed mid-load
-            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {_short(e)}"))
+            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {first_line(e)}"))
             return True
         score, scorer = make_scorer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
@@ -163,8 +153,3 @@ class ModelHolder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:300]

@@ -1,4 +1,4 @@
-"""Request and response bodies of the API, named by role; bounds mirror DATA.md."""
+"""Request and response bodies of the API, named by role; bounds mirror docs/data.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from credit_risk.features import AGE_RANGE, FEATURES
 
-# The seed's verify-script payload: what /docs shows and what the README's curl sends.
+# The seed's verify-script payload: what /docs shows and what the docs' curl sends.
 EXAMPLE_RECORD: dict[str, float | int | None] = {
     "RevolvingUtilizationOfUnsecuredLines": 0.766127,
     "age": 45,

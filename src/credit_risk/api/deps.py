@@ -1,0 +1,42 @@
+"""What routes depend on, as `Annotated` dependencies: the one place that reads `app.state`.
+
+`create_app` puts the settings and the metrics on `app.state`; the lifespan adds the model
+holder and the prediction log once they are started.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from credit_risk.api.metrics import ApiMetrics
+from credit_risk.api.model_holder import ModelHolder
+from credit_risk.api.prediction_log import PredictionLogger
+from credit_risk.settings import ApiSettings
+
+
+def get_settings(request: Request) -> ApiSettings:
+    """The settings the app was built with."""
+    return request.app.state.settings
+
+
+def get_holder(request: Request) -> ModelHolder:
+    """The model holder (which version is served)."""
+    return request.app.state.holder
+
+
+def get_prediction_log(request: Request) -> PredictionLogger:
+    """The prediction log that every answered prediction is handed to."""
+    return request.app.state.prediction_log
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+LogDep = Annotated[PredictionLogger, Depends(get_prediction_log)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]

@@ -1,0 +1,128 @@
+"""Predictions: one applicant (`/predict`) or many in one vectorised call (`/predict/batch`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep
+from credit_risk.api.errors import BatchTooLarge
+from credit_risk.api.routes import protected_router
+from credit_risk.api.schemas import (
+    BatchPredictionRequest,
+    BatchPredictionResponse,
+    PredictionRequest,
+    PredictionResponse,
+    to_array,
+)
+
+router = protected_router()
+
+# Batches up to this size are scored on the event loop (faster than a thread hop); up to
+# SPLIT_ROWS in one worker thread; from SPLIT_ROWS on, in two halves on two threads, since
+# scikit-learn's tree loop releases the GIL (2 cores here).
+INLINE_ROWS = 100
+SPLIT_ROWS = 2000
+
+
+# `async def` on purpose: a one-row predict takes well under a millisecond, less than the
+# hop to the threadpool a plain `def` handler would cost.
+@router.post("/predict", tags=["predict"])
+async def predict(
+    body: PredictionRequest, holder: HolderDep, plog: LogDep, metrics: MetricsDep
+) -> PredictionResponse:
+    """Probability of serious delinquency for one applicant, and the decision at the model's threshold."""
+    state = holder.current()  # one snapshot for the whole request, even if a swap happens now
+    model = state.model
+    X = to_array([body])
+    probs = state.score(X)
+    preds = (probs >= model.threshold).astype(np.int8)
+    seq0 = plog.submit(model.name, model.version, X, probs, preds)
+    prediction = int(preds[0])
+    metrics.record_predictions(prediction, 1)
+    return PredictionResponse(
+        prediction=prediction,
+        probability=float(probs[0]),
+        model_version=model.version,
+        prediction_id=plog.prediction_ids(seq0, 1)[0],
+    )
+
+
+# The batch body is parsed and validated by pydantic-core in one pass (model_validate_json):
+# FastAPI's json.loads-then-validate took ~100 ms of the 200 ms budget for 10,000 records.
+# The schema is declared by hand so /docs still shows it (app.document_batch_body adds it).
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/BatchPredictionRequest"},
+                "example": BatchPredictionRequest.model_config["json_schema_extra"]["examples"][0],
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/predict/batch", tags=["predict"], response_model=BatchPredictionResponse, openapi_extra=_BATCH_BODY
+)
+async def predict_batch(
+    request: Request, holder: HolderDep, plog: LogDep, metrics: MetricsDep, settings: SettingsDep
+) -> Response:
+    """Many applicants in one vectorised model call, answers in request order."""
+    body = await _batch_body(request)
+    n = len(body.records)
+    if n > settings.max_batch_size:
+        raise BatchTooLarge(
+            f"{n} records in one batch; the maximum is {settings.max_batch_size} (MAX_BATCH_SIZE)"
+        )
+    state = holder.current()
+    model = state.model
+    X = to_array(body.records)
+    probs = await _score_batch(state.score, X)
+    preds = (probs >= model.threshold).astype(np.int8)
+    seq0 = plog.submit(model.name, model.version, X, probs, preds)
+    metrics.record_predictions(int(preds.sum()), n)
+    ids = plog.prediction_ids(seq0, n)
+    items = [
+        {"prediction": y, "probability": p, "prediction_id": i}
+        for y, p, i in zip(preds.tolist(), probs.tolist(), ids, strict=True)
+    ]
+    # Serialised directly: 10,000 response models cost more than the prediction itself.
+    return Response(
+        orjson.dumps({"model_version": model.version, "predictions": items}), media_type="application/json"
+    )
+
+
+async def _batch_body(request: Request) -> BatchPredictionRequest:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.split(";")[0].strip().lower().endswith("json"):
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",), "msg": "", "input": ""}]
+        )
+    try:
+        return BatchPredictionRequest.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(
+            [
+                {**err, "loc": ("body", *err["loc"])} if err["type"] != "json_invalid" else err
+                for err in e.errors()
+            ]
+        ) from None
+
+
+async def _score_batch(score, X: np.ndarray) -> np.ndarray:
+    # A big batch takes tens of milliseconds: off the event loop, so single predictions keep flowing.
+    if len(X) <= INLINE_ROWS:
+        return score(X)
+    if len(X) < SPLIT_ROWS:
+        return await asyncio.to_thread(score, X)
+    halves = await asyncio.gather(*(asyncio.to_thread(score, part) for part in np.array_split(X, 2)))
+    return np.concatenate(halves)

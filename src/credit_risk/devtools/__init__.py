@@ -1,0 +1,1 @@
+"""Developer tooling, not part of the service: `make run`, a local `mlflow server`, the data fetcher."""

@@ -1,0 +1,1 @@
+"""The trainer: validate and fingerprint the CSV, fit candidates, evaluate, register, gate."""
