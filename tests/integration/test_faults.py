@@ -42,6 +42,7 @@ from support.api import (
 from support.data import synthetic_frame, write_kaggle_csv
 from support.load import Load, log_drained, logged_predictions
 from support.registration import log_sklearn, register
+from support.requirements import unavailable
 from support.stack import (
     BUCKET,
     S3_ENV,
@@ -386,12 +387,18 @@ def test_sigkill_under_load_loses_at_most_the_last_flush_interval(server, tmp_pa
 
 @pytest.fixture
 def private_postgres():
-    pg = PrivatePostgres()
+    try:
+        pg = PrivatePostgres()
+    except FileNotFoundError as e:
+        unavailable("postgres", str(e))
     try:
         pg.start()
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         pg.remove()
-        pytest.skip(f"cannot start a private PostgreSQL ({e}); this test needs initdb/pg_ctl")
+        stderr = getattr(e, "stderr", b"") or b""
+        unavailable(
+            "postgres", f"cannot start a private PostgreSQL ({e}) {stderr.decode(errors='replace')[-500:]}"
+        )
     yield pg
     pg.remove()
 
@@ -508,10 +515,14 @@ def postgres_uri():
     import psycopg2
 
     try:
-        with postgres_database(prefix="credit_risk_faults") as uri:
-            yield uri
+        database = postgres_database(prefix="credit_risk_faults")
+        uri = database.__enter__()
     except psycopg2.OperationalError as e:
-        pytest.skip(f"PostgreSQL not reachable: {e}")
+        unavailable("postgres", f"not reachable: {e}")
+    try:
+        yield uri
+    finally:
+        database.__exit__(None, None, None)
 
 
 def test_two_trainers_at_once_leave_exactly_one_version_in_production(postgres_uri, tmp_path, name):

@@ -29,6 +29,7 @@ from support.docker_files import (
     env_example,
     service_env,
 )
+from support.requirements import require_tool
 
 # --- hadolint and compose's own validation ------------------------------------------------------------
 
@@ -42,9 +43,7 @@ def test_hadolint_passes(dockerfile):
 
 
 def test_docker_compose_config_validates_the_file(tmp_path):
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("docker-compose not installed (CI installs Debian's package `docker-compose`)")
+    binary = require_tool("docker-compose", "CI installs Debian's package `docker-compose`")
     # A copy away from the repository, so a developer's own .env does not change what is checked.
     for name in ["docker-compose.yml", *DOCKERFILES]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +53,7 @@ def test_docker_compose_config_validates_the_file(tmp_path):
 
 
 def test_verify_script_passes_shellcheck():
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (CI installs Debian's package)")
+    shellcheck = require_tool("shellcheck", "CI installs Debian's package `shellcheck`")
     result = subprocess.run([shellcheck, "verify_phase2.sh"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
