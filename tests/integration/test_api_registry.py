@@ -148,15 +148,25 @@ def test_hot_swap_under_concurrent_load_fails_no_request(tracking_uri, model_nam
         wait_until(lambda: httpx.get(f"{api.url}/health/ready").status_code == 200, 30, "the API to be ready")
         statuses: Counter[int] = Counter()
         versions: Counter[str] = Counter()
+        # A reset connection or a timeout is a failed request too: counted, never a silently dead thread.
+        errors: list[str] = []
+        lock = threading.Lock()
         stop = threading.Event()
 
         def hammer() -> None:
             with httpx.Client(base_url=api.url, timeout=10) as http:
                 while not stop.is_set():
-                    resp = http.post("/predict", json=SEED_PAYLOAD)
-                    statuses[resp.status_code] += 1
-                    if resp.status_code == 200:
-                        versions[resp.json()["model_version"]] += 1
+                    try:
+                        resp = http.post("/predict", json=SEED_PAYLOAD)
+                        version = resp.json()["model_version"] if resp.status_code == 200 else None
+                    except Exception as e:  # every failure is counted and reported
+                        with lock:
+                            errors.append(f"{type(e).__name__}: {e}")
+                        continue
+                    with lock:
+                        statuses[resp.status_code] += 1
+                        if version is not None:
+                            versions[version] += 1
 
         threads = [threading.Thread(target=hammer) for _ in range(8)]
         for t in threads:
@@ -175,6 +185,8 @@ def test_hot_swap_under_concurrent_load_fails_no_request(tracking_uri, model_nam
             stop.set()
             for t in threads:
                 t.join()
+        assert errors == [], f"{len(errors)} requests failed in transport: {errors[:5]}"
+        assert all(not t.is_alive() for t in threads)
         assert set(statuses) == {200}, statuses
         assert versions[v1] > 0 and versions[v2] > 0, versions
     finally:
