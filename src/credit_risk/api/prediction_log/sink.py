@@ -120,10 +120,13 @@ class MlflowSink:
             with contextlib.suppress(Exception):  # cosmetic: the run's status only
                 self._client.set_terminated(run_id)
 
-    def write(self, records: list[dict]) -> list[dict]:
-        """Log records in order; return those not logged (from the first failure on)."""
+    def write(self, records: list[dict], deadline: float | None = None) -> list[dict]:
+        """Log records in order; return those not logged (from the first failure on, or from
+        the first batch that would start after `deadline`, a time.monotonic() value)."""
         i = 0
         while i < len(records):
+            if deadline is not None and time.monotonic() >= deadline:
+                return records[i:]
             key = self._run_key(records[i])
             j = i
             while j < len(records) and j - i < RECORDS_PER_BATCH and self._run_key(records[j]) == key:
