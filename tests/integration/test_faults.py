@@ -448,8 +448,12 @@ def wait_for_line(log_path: Path, text: str, process: subprocess.Popen, timeout:
 
 def test_postgres_restart_trainer_and_api_recover_without_manual_steps(private_postgres, tmp_path, name):
     server = started_server(tmp_path / "mlflow", backend_store_uri=private_postgres.uri)
-    v1 = register_model(server.url, name)
-    api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
+    try:
+        v1 = register_model(server.url, name)
+        api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
+    except BaseException:
+        server.stop()
+        raise
     try:
         wait_until(lambda: is_ready(api), 60, "the API to be ready")
         csv = write_kaggle_csv(synthetic_frame(signal=2.0, seed=5), tmp_path / "train.csv")
