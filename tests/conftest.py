@@ -68,6 +68,7 @@ def mlflow_server(tmp_path_factory):
         backend_store_uri=f"sqlite:///{root / 'mlflow.db'}",
         artifacts_destination=str(root / "artifacts"),
         log_path=root / "server.log",
+        timeout=180,  # ~10 s idle; over 60 s seen on this shared 2-core machine under several suites
     )
     yield server
     server.stop()

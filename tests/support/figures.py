@@ -10,7 +10,7 @@ from support import ROOT
 
 
 def run_context() -> dict:
-    """Date (UTC), commit (with `+dirty` when the tree has changes), load average, CPU count."""
+    """Date (UTC), commit (`+dirty` when src, tests or bench have changes), load average, CPU count."""
 
     def git(*args: str) -> str:
         try:
@@ -21,7 +21,7 @@ def run_context() -> dict:
             return ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "tests", "bench"):
         commit += "+dirty"
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
