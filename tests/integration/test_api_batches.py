@@ -22,6 +22,8 @@ from credit_risk.features import CSV_TO_API, FEATURES
 from credit_risk.model_io import load_model_version
 from credit_risk.settings import ApiSettings
 from support.api import register_model, wait_until
+from support.data import REAL_CSV
+from support.requirements import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +34,7 @@ THRESHOLD = 0.3
 @pytest.fixture(scope="module")
 def real_rows() -> list[dict]:
     """The first 10,000 rows of the real file as request bodies (null where the file is empty)."""
-    from support.data import REAL_CSV
-
-    if not REAL_CSV.exists():
-        from support.requirements import unavailable
-
-        # Under CI the file is there (.ci/run runs `make data`): its absence is a failure.
+    if not REAL_CSV.exists():  # under CI a failure: .ci/run runs `make data`
         unavailable("data", f"{REAL_CSV} not present: run `make data`")
     df = pd.read_csv(REAL_CSV, index_col=0, nrows=max(SIZES)).rename(columns=CSV_TO_API)
     return [
