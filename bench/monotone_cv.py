@@ -37,7 +37,7 @@ def main() -> None:
     y = typed[TARGET].to_numpy(dtype=np.int64)
     hgb = next(c for c in CANDIDATES if c.name == "hist_gradient_boosting")
     base = hgb.build(42)
-    base.named_steps["model"].set_params(monotonic_cst=None)
+    base.set_params(model__monotonic_cst=None)
     models = {"unconstrained": base, "monotone": clone(base).set_params(model__monotonic_cst=monotonic_cst())}
     aucs: dict[str, list[float]] = {k: [] for k in models}
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from credit_risk.constraints import MODEL_FEATURES
 from credit_risk.features import FEATURES, NULLABLE, PAST_DUE, PAST_DUE_CODES
 
-ENGINEERED: tuple[str, ...] = ("past_due_code_flag", "income_missing", "dependents_missing")
-MODEL_FEATURES: tuple[str, ...] = (*FEATURES, *ENGINEERED)
 MAX_REASONS = 4
 # Regulation B §1002.6(b)(2): age may not count against an applicant aged 62 or older.
 ELDERLY_AGE = 62

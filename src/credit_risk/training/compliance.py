@@ -13,12 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit_risk.features import FEATURES, PAST_DUE
-
-ENGINEERED = ("past_due_code_flag", "income_missing", "dependents_missing")
-MODEL_FEATURES: tuple[str, ...] = (*FEATURES, *ENGINEERED)
-INCREASING: tuple[str, ...] = PAST_DUE
-DECREASING: tuple[str, ...] = ("age",)
+from credit_risk.constraints import INCREASING, monotonic_cst
+from credit_risk.features import FEATURES
 
 # The probe of issue 11: each past-due count set to 0, 1, ..., 6 and the age to 62, 67, ..., 82.
 PAST_DUE_STEPS = tuple(range(7))
@@ -27,11 +23,6 @@ AGE_STEPS = tuple(range(ELDERLY_AGE, 83, 5))
 PROBE_ROWS = 200
 # Probabilities equal to within float noise are not a violation.
 TOLERANCE = 1e-12
-
-
-def monotonic_cst() -> list[int]:
-    """scikit-learn's `monotonic_cst` for the model's input (CreditFeatures' 13 columns)."""
-    return [1 if f in INCREASING else -1 if f in DECREASING else 0 for f in MODEL_FEATURES]
 
 
 @dataclass(frozen=True)
@@ -88,3 +79,23 @@ def check_monotonicity(proba: Callable[[np.ndarray], np.ndarray], X_probe: np.nd
         pd_wrong, pd_steps, worst = pd_wrong + wrong, pd_steps + steps, max(worst, w)
     age_wrong, age_steps, w = _violations(proba, X_probe, "age", AGE_STEPS, sign=1)
     return MonotonicityReport(len(X_probe), pd_steps, pd_wrong, age_steps, age_wrong, max(worst, w))
+
+
+def check_compliance(pipeline, X_probe: np.ndarray) -> tuple[MonotonicityReport, list[str]]:
+    """The promotion gate's compliance checks on a fitted pipeline: its report and what failed.
+
+    Monotone on the probe of real rows, and exact reason codes computable for it (the API gives
+    reasons on every decline, so a model it cannot explain must not be served).
+    """
+    from credit_risk.reasons import make_explainer  # the API's own explainer, built as it builds it
+
+    report = check_monotonicity(lambda X: pipeline.predict_proba(X)[:, 1], X_probe)
+    failures = [] if report.passed else [f"not monotone: {report.summary()}"]
+    try:
+        make_explainer(pipeline)
+    except (TypeError, ValueError, AttributeError) as e:
+        failures.append(f"no exact reason codes for this model: {e}")
+    return report, failures
+
+
+__all__ = ["MonotonicityReport", "check_compliance", "check_monotonicity", "monotonic_cst", "probe_sample"]

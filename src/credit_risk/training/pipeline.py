@@ -33,6 +33,7 @@ from credit_risk.settings import TrainerSettings
 from credit_risk.tracking import configure_mlflow, get_or_create_experiment, wait_for_tracking_server
 from credit_risk.training import evaluation
 from credit_risk.training.candidates import CANDIDATES, Candidate, Split, choose_threshold, split_dataset
+from credit_risk.training.compliance import check_compliance, probe_sample
 from credit_risk.training.data import fingerprint, load_dataset
 from credit_risk.training.gate import Champion, Decision, decide, evaluate_champion
 from credit_risk.training.validation import ValidationReport
@@ -107,7 +108,9 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         with stage("register"):
             version = _register(model_info.model_uri, settings.model_name, data.sha256, threshold)
         with stage("promotion gate"):
-            decision = _promotion_gate(client, run_id, version, metrics["roc_auc"], split, settings)
+            decision = _promotion_gate(
+                client, run_id, version, metrics["roc_auc"], split, settings, best.pipeline
+            )
 
     log.info(
         "run %s: %s version %s %s (%s)",
@@ -224,9 +227,15 @@ def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: flo
 
 
 def _promotion_gate(
-    client: MlflowClient, run_id: str, version: str, roc_auc: float, split: Split, settings: TrainerSettings
+    client: MlflowClient,
+    run_id: str,
+    version: str,
+    roc_auc: float,
+    split: Split,
+    settings: TrainerSettings,
+    pipeline,
 ) -> Decision:
-    """Decide, tag the run and the version with the decision, and promote when it says so."""
+    """Check compliance, decide, tag the run and the version with the decision, promote when it says so."""
     name = settings.model_name
     champion = (
         evaluate_champion(client, name, split.X_test, split.y_test)
@@ -235,7 +244,10 @@ def _promotion_gate(
     )
     if champion.roc_auc is not None:
         mlflow.log_metric("champion_roc_auc", champion.roc_auc)
-    decision = decide(settings.promote, roc_auc, settings.min_auc, champion)
+    report, compliance = check_compliance(pipeline, probe_sample(split.X_test))
+    mlflow.log_dict(report.to_dict(), "compliance.json")
+    mlflow.set_tag("monotonicity", "passed" if report.passed else "failed")
+    decision = decide(settings.promote, roc_auc, settings.min_auc, champion, compliance)
     tags = {"promotion_decision": decision.decision, "promotion_reason": decision.reason}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
