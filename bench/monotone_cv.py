@@ -20,10 +20,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from credit_risk.data import load_dataset
 from credit_risk.features import FEATURES, TARGET
-from credit_risk.modeling import CANDIDATES
+from credit_risk.training.candidates import CANDIDATES
 from credit_risk.training.compliance import check_monotonicity, monotonic_cst, probe_sample
+from credit_risk.training.data import load_dataset
 
 
 def main() -> None:

@@ -7,12 +7,10 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import synthetic_frame, write_kaggle_csv
-from credit_risk import train as train_module
-from credit_risk.modeling import CANDIDATES, Candidate
 from credit_risk.settings import TrainerSettings
-
-pytestmark = pytest.mark.integration
+from credit_risk.training import pipeline as train_module
+from credit_risk.training.candidates import CANDIDATES, Candidate
+from support.data import synthetic_frame, write_kaggle_csv
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import synthetic_frame
 from credit_risk.constraints import MODEL_FEATURES, MonotoneLogisticRegression, monotonic_cst
 from credit_risk.features import FEATURES, TARGET
-from credit_risk.modeling import CANDIDATES, split_dataset
+from credit_risk.training.candidates import CANDIDATES, split_dataset
 from credit_risk.training.compliance import (
     AGE_STEPS,
     PAST_DUE_STEPS,
@@ -16,6 +15,7 @@ from credit_risk.training.compliance import (
     check_monotonicity,
     probe_sample,
 )
+from support.data import synthetic_frame
 
 
 def _split(seed: int = 3):

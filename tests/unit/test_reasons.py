@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import shap
 
-from conftest import REAL_CSV, synthetic_frame
-from credit_risk.data import load_dataset
 from credit_risk.features import FEATURES, TARGET
-from credit_risk.modeling import CANDIDATES
 from credit_risk.reasons import (
     ELDERLY_AGE,
     MODEL_FEATURES,
@@ -24,7 +21,10 @@ from credit_risk.reasons import (
     reasons_for,
     top_reasons,
 )
+from credit_risk.training.candidates import CANDIDATES
 from credit_risk.training.compliance import monotonic_cst
+from credit_risk.training.data import load_dataset
+from support.data import REAL_CSV, synthetic_frame
 
 _CODE = {r.code: i for i, r in enumerate(REASON_CODES)}
 
