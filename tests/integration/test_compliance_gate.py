@@ -70,8 +70,15 @@ def test_gate_promotes_the_monotone_candidates_and_records_the_check(
     csv = write_kaggle_csv(synthetic_frame(3000, seed=3), tmp_path / "cs-training.csv")
     result = run_training(csv, model_name, min_auc=0.5)
     assert result.decision.decision == "promoted", result.decision.reason
-    run = MlflowClient(tracking_uri).get_run(result.run_id)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
     assert run.data.tags["monotonicity"] == "passed"
+    # The model card: logged on the run and shown as the version's description.
+    client.download_artifacts(result.run_id, "model_card.md", str(tmp_path))
+    card = (tmp_path / "model_card.md").read_text()
+    assert client.get_model_version(model_name, result.version).description == card
+    assert f"# {model_name} version {result.version}: {result.model}" in card
+    assert "Compliance checks** (passed)" in card and "Gate: promoted" in card
 
 
 def test_promote_always_still_records_a_failed_compliance_check(
