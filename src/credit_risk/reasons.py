@@ -13,6 +13,7 @@ Either way base + sum of contributions = the model's log-odds (local accuracy).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,36 +74,57 @@ class Explanation:
     raw_score: np.ndarray  # base + sum, the model's log-odds
 
 
+def _state(X: np.ndarray) -> np.ndarray:
+    """Each row's folding state as 5 bits: income missing, dependents missing, each count coded."""
+    bits = np.column_stack(
+        [
+            np.isnan(X[:, FEATURES.index("MonthlyIncome")]),
+            np.isnan(X[:, FEATURES.index("NumberOfDependents")]),
+            np.isin(X[:, _PAST_DUE_IDX], PAST_DUE_CODES),
+        ]
+    )
+    return bits.astype(np.intp) @ (1 << np.arange(5))
+
+
+@functools.cache
+def _fold_matrix(state: int) -> np.ndarray:
+    """model features -> reason codes for one state: where each contribution goes (13 * codes)."""
+    income_missing, dependents_missing = bool(state & 1), bool(state & 2)
+    coded = [bool(state & (4 << k)) for k in range(len(PAST_DUE))]
+    m = np.zeros((len(MODEL_FEATURES), len(REASON_CODES)))
+    col = {name: i for i, name in enumerate(MODEL_FEATURES)}
+    for name, code in _PRESENT.items():
+        if name in PAST_DUE:
+            continue
+        missing = {"MonthlyIncome": income_missing, "NumberOfDependents": dependents_missing}.get(name, False)
+        target = _CODE_INDEX[_MISSING[name] if missing else code]
+        m[col[name], target] = 1.0
+        if name in _MISSING:  # the flag folds into its field
+            m[col["income_missing" if name == "MonthlyIncome" else "dependents_missing"], target] = 1.0
+    # The 96/98 flag is shared by the coded counts; with none coded, by all three counts equally.
+    sharing = [k for k in range(len(PAST_DUE)) if coded[k]] or list(range(len(PAST_DUE)))
+    for k, name in enumerate(PAST_DUE):
+        target = _CODE_INDEX[_CODED if coded[k] else _PRESENT[name]]
+        m[col[name], target] += 1.0
+        if k in sharing:
+            m[col["past_due_code_flag"], target] += 1.0 / len(sharing)
+    return m
+
+
 def fold(X: np.ndarray, contributions: np.ndarray) -> np.ndarray:
     """Contributions over the 13 model features -> contributions per reason code (rows * codes).
 
     A flag folds into the field it is computed from, and the field's code follows its state:
     a missing income is "Income not reported"; the 96/98 code flag and the coded counts go to R13.
+    Linear for a given state (which fields are missing or coded): one matrix per state.
     """
-    n = len(X)
-    out = np.zeros((n, len(REASON_CODES)))
-    c = {name: contributions[:, i] for i, name in enumerate(MODEL_FEATURES)}
-    for name, code in _PRESENT.items():
-        if name in _MISSING:
-            missing = np.isnan(X[:, FEATURES.index(name)])
-            flag = c["income_missing" if name == "MonthlyIncome" else "dependents_missing"]
-            total = c[name] + flag
-            out[:, _CODE_INDEX[code]] += np.where(missing, 0.0, total)
-            out[:, _CODE_INDEX[_MISSING[name]]] += np.where(missing, total, 0.0)
-        elif name in PAST_DUE:
-            continue
-        else:
-            out[:, _CODE_INDEX[code]] += c[name]
-    coded = np.isin(X[:, _PAST_DUE_IDX], PAST_DUE_CODES)
-    n_coded = coded.sum(axis=1)
-    # The flag is shared by the coded counts; with none coded, by all three counts equally.
-    share = c["past_due_code_flag"] / np.where(n_coded > 0, n_coded, len(PAST_DUE))
-    for k, name in enumerate(PAST_DUE):
-        is_coded = coded[:, k]
-        flag_part = np.where(is_coded | (n_coded == 0), share, 0.0)
-        total = c[name] + flag_part
-        out[:, _CODE_INDEX[_PRESENT[name]]] += np.where(is_coded, 0.0, total)
-        out[:, _CODE_INDEX[_CODED]] += np.where(is_coded, total, 0.0)
+    states = _state(X)
+    if len(X) == 1:
+        return contributions @ _fold_matrix(int(states[0]))
+    out = np.empty((len(X), len(REASON_CODES)))
+    for state in np.unique(states).tolist():
+        rows = states == state
+        out[rows] = contributions[rows] @ _fold_matrix(state)
     return out
 
 
