@@ -26,6 +26,7 @@ from credit_risk.features import FEATURES
 # Every type the pipeline holds beyond what skops trusts by default. A test dumps each
 # candidate pipeline and checks that skops asks for nothing outside this list.
 TRUSTED_TYPES: list[str] = [
+    "credit_risk.constraints.MonotoneLogisticRegression",
     "credit_risk.features.CreditFeatures",
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

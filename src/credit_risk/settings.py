@@ -52,6 +52,8 @@ class ApiSettings(MlflowClientSettings):
     model_poll_seconds: float = Field(10.0, gt=0)
     api_key: str | None = None
     max_batch_size: int = Field(10_000, ge=1)
+    # Reasons given with a decline (issue 11; Regulation B: more than four is not likely to help). 0: none.
+    max_reasons: int = Field(4, ge=0, le=13)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     prediction_experiment: str = "credit-risk-predictions"
     prediction_log_queue_size: int = Field(100_000, ge=1)

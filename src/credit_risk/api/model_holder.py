@@ -22,6 +22,7 @@ from credit_risk.api.errors import ModelNotReady
 from credit_risk.api.fast_forest import make_scorer
 from credit_risk.logs import first_line
 from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_model_version
+from credit_risk.reasons import make_explainer
 from credit_risk.registry import production_version
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Serving:
     # The model's predict_proba, or the exact fast path for it (fast_forest), and which one.
     score: Callable[[np.ndarray], np.ndarray] | None = None
     scorer: str = ""
+    # Exact contributions for reason codes (credit_risk.reasons); None if the model has none.
+    explainer: object | None = None
 
 
 class ModelHolder:
@@ -113,8 +116,9 @@ class ModelHolder:
             self._set(Serving(None, f"Production version {mv.version} could not be loaded: {first_line(e)}"))
             return True
         score, scorer = make_scorer(model)
+        explainer = _explainer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
-        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
+        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer, explainer))
         gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
         return True
 
@@ -153,3 +157,12 @@ class ModelHolder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _explainer(model: LoadedModel):
+    # The gate refuses a version without exact reasons; one promoted by hand is served without.
+    try:
+        return make_explainer(model.pipeline)
+    except (TypeError, ValueError, AttributeError) as e:
+        log.warning("version %s: no reason codes (%s)", model.version, e)
+        return None

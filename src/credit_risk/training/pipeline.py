@@ -31,8 +31,9 @@ from credit_risk.model_io import log_model
 from credit_risk.registry import promote
 from credit_risk.settings import TrainerSettings
 from credit_risk.tracking import configure_mlflow, get_or_create_experiment, wait_for_tracking_server
-from credit_risk.training import evaluation
+from credit_risk.training import evaluation, model_card
 from credit_risk.training.candidates import CANDIDATES, Candidate, Split, choose_threshold, split_dataset
+from credit_risk.training.compliance import check_compliance, probe_sample
 from credit_risk.training.data import fingerprint, load_dataset
 from credit_risk.training.gate import Champion, Decision, decide, evaluate_champion
 from credit_risk.training.validation import ValidationReport
@@ -98,7 +99,7 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         with stage("log inputs"):
             _log_inputs(data, split, settings)
         with stage("candidates"):
-            best = _fit_candidates(split, settings.seed, experiment_id)
+            best, val_aucs = _fit_candidates(split, settings.seed, experiment_id)
         with stage("evaluate"):
             metrics, threshold = _evaluate(best, split, settings.seed)
         with stage("log model"):
@@ -106,8 +107,27 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
             model_info = log_model(best.pipeline, example, threshold, data.sha256)
         with stage("register"):
             version = _register(model_info.model_uri, settings.model_name, data.sha256, threshold)
+        with stage("compliance"):
+            report, compliance = check_compliance(best.pipeline, probe_sample(split.X_test))
+            mlflow.log_dict(report.to_dict(), "compliance.json")
+            mlflow.set_tag("monotonicity", "passed" if report.passed else "failed")
         with stage("promotion gate"):
-            decision = _promotion_gate(client, run_id, version, metrics["roc_auc"], split, settings)
+            decision = _promotion_gate(
+                client, run_id, version, metrics["roc_auc"], split, settings, compliance
+            )
+        with stage("model card"):
+            card = model_card.build(
+                model_card.CardInputs(
+                    settings.model_name, version, run_id, best.candidate.name, val_aucs, threshold, metrics,
+                    split.y_test, best.pipeline.predict_proba(split.X_test)[:, 1], data.sha256,
+                    data.report.rows, data.report.target_rate, [str(w) for w in data.report.warnings],
+                    report, compliance, decision.decision, decision.reason,
+                )
+            )  # fmt: skip
+            mlflow.log_text(card, "model_card.md")
+            client.update_model_version(
+                settings.model_name, version, description=model_card.description(card, run_id)
+            )
 
     log.info(
         "run %s: %s version %s %s (%s)",
@@ -164,14 +184,16 @@ def _log_inputs(data: _Dataset, split: Split, settings: TrainerSettings) -> None
         mlflow.log_input(dataset, context="training", tags={"dataset_hash": data.sha256})
 
 
-def _fit_candidates(split: Split, seed: int, experiment_id: str) -> _Fitted:
-    """Fit every candidate in a nested run; the best validation AUC wins (ties: the earlier one)."""
+def _fit_candidates(split: Split, seed: int, experiment_id: str) -> tuple[_Fitted, dict[str, float]]:
+    """Fit every candidate in a nested run; the best validation AUC wins (ties: the earlier one).
+
+    Returns the winner and every candidate's validation AUC (for the model card)."""
     fitted = [_fit_candidate(c, split, seed, experiment_id) for c in CANDIDATES]
     best = max(fitted, key=lambda f: f.val_auc)
     mlflow.log_params(
         {"model": best.candidate.name, **{f"model.{k}": v for k, v in best.candidate.params.items()}}
     )
-    return best
+    return best, {f.candidate.name: f.val_auc for f in fitted}
 
 
 def _fit_candidate(candidate: Candidate, split: Split, seed: int, experiment_id: str) -> _Fitted:
@@ -224,9 +246,15 @@ def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: flo
 
 
 def _promotion_gate(
-    client: MlflowClient, run_id: str, version: str, roc_auc: float, split: Split, settings: TrainerSettings
+    client: MlflowClient,
+    run_id: str,
+    version: str,
+    roc_auc: float,
+    split: Split,
+    settings: TrainerSettings,
+    compliance: list[str],
 ) -> Decision:
-    """Decide, tag the run and the version with the decision, and promote when it says so."""
+    """Decide (`compliance`: the failed compliance checks), tag the run and the version, maybe promote."""
     name = settings.model_name
     champion = (
         evaluate_champion(client, name, split.X_test, split.y_test)
@@ -235,7 +263,7 @@ def _promotion_gate(
     )
     if champion.roc_auc is not None:
         mlflow.log_metric("champion_roc_auc", champion.roc_auc)
-    decision = decide(settings.promote, roc_auc, settings.min_auc, champion)
+    decision = decide(settings.promote, roc_auc, settings.min_auc, champion, compliance)
     tags = {"promotion_decision": decision.decision, "promotion_reason": decision.reason}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)

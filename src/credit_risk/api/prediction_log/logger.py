@@ -57,7 +57,13 @@ class PredictionLogger:
         return [prediction_id(pid, s) for s in range(seq0, seq0 + n)]
 
     def submit(
-        self, model_name: str, version: str, X: np.ndarray, probs: np.ndarray, preds: np.ndarray
+        self,
+        model_name: str,
+        version: str,
+        X: np.ndarray,
+        probs: np.ndarray,
+        preds: np.ndarray,
+        reasons: list[list[dict]] | None = None,
     ) -> int:
         """Number the predictions and queue them; returns the first sequence number. Never waits."""
         n = len(probs)
@@ -69,7 +75,7 @@ class PredictionLogger:
             full = self._queued + n > self._queue_size
             if not full:
                 self._queued += n
-        block = Block(seq0, time.time_ns() // 1_000_000, model_name, version, X, probs, preds)
+        block = Block(seq0, time.time_ns() // 1_000_000, model_name, version, X, probs, preds, reasons)
         if full:
             # Overflow goes to disk rather than waiting or dropping; it lands ahead of what
             # is still queued, but every record keeps its own step so MLflow orders them.
