@@ -14,11 +14,12 @@ from starlette.types import ASGIApp
 
 from credit_risk.api.body_limit import DeclaredBodyLimit
 from credit_risk.api.errors import install_error_handlers
-from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StateCollector
+from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StabilityCollector, StateCollector
 from credit_risk.api.model_holder import ModelHolder
 from credit_risk.api.prediction_log import PredictionLogger
-from credit_risk.api.routes import health, model, predict
+from credit_risk.api.routes import health, model, monitoring, predict
 from credit_risk.api.schemas import BatchPredictionRequest
+from credit_risk.monitoring.live import StabilityMonitor
 from credit_risk.settings import ApiSettings
 from credit_risk.tracking import configure_mlflow
 
@@ -82,9 +83,11 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     metrics.add_collector(
         StateCollector(model_version=lambda: _served_version(app), log_stats=lambda: _log_stats(app))
     )
+    app.state.stability = StabilityMonitor(settings.stability_window)
+    metrics.add_collector(StabilityCollector(lambda: _stability(app)))
     install_error_handlers(app)
     _document_batch_body(app)
-    for module in (health, model, predict):
+    for module in (health, model, predict, monitoring):
         app.include_router(module.router)
     app.include_router(model.protected)
     return app
@@ -113,6 +116,13 @@ def _served_version(app: FastAPI) -> str | None:
     holder: ModelHolder | None = getattr(app.state, "holder", None)
     model = holder.state.model if holder else None
     return model.version if model else None
+
+
+def _stability(app: FastAPI) -> tuple[str, int, dict] | None:
+    holder: ModelHolder | None = getattr(app.state, "holder", None)
+    model = holder.state.model if holder else None
+    found = app.state.stability.figures(model.version) if model else None
+    return (model.version, *found) if found else None
 
 
 def _log_stats(app: FastAPI) -> dict:

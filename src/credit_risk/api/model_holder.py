@@ -22,6 +22,7 @@ from credit_risk.api.errors import ModelNotReady
 from credit_risk.api.fast_forest import make_scorer
 from credit_risk.logs import first_line
 from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_model_version
+from credit_risk.monitoring.reference import Reference, load_reference
 from credit_risk.registry import production_version
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Serving:
     # The model's predict_proba, or the exact fast path for it (fast_forest), and which one.
     score: Callable[[np.ndarray], np.ndarray] | None = None
     scorer: str = ""
+    # The version's stability reference (None for a version trained without one).
+    reference: Reference | None = None
 
 
 class ModelHolder:
@@ -114,7 +117,8 @@ class ModelHolder:
             return True
         score, scorer = make_scorer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
-        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
+        reference = load_reference(self._client, model.run_id)
+        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer, reference))
         gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
         return True
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep
+from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep, StabilityDep
 from credit_risk.api.errors import BatchTooLarge
 from credit_risk.api.routes import protected_router
 from credit_risk.api.schemas import (
@@ -35,7 +35,7 @@ SPLIT_ROWS = 2000
 # hop to the threadpool a plain `def` handler would cost.
 @router.post("/predict", tags=["predict"])
 async def predict(
-    body: PredictionRequest, holder: HolderDep, plog: LogDep, metrics: MetricsDep
+    body: PredictionRequest, holder: HolderDep, plog: LogDep, metrics: MetricsDep, stability: StabilityDep
 ) -> PredictionResponse:
     """Probability of serious delinquency for one applicant, and the decision at the model's threshold."""
     state = holder.current()  # one snapshot for the whole request, even if a swap happens now
@@ -44,6 +44,7 @@ async def predict(
     probs = state.score(X)
     preds = (probs >= model.threshold).astype(np.int8)
     seq0 = plog.submit(model.name, model.version, X, probs, preds)
+    stability.observe(model.version, state.reference, X, probs)
     prediction = int(preds[0])
     metrics.record_predictions(prediction, 1)
     return PredictionResponse(
@@ -74,7 +75,12 @@ _BATCH_BODY = {
     "/predict/batch", tags=["predict"], response_model=BatchPredictionResponse, openapi_extra=_BATCH_BODY
 )
 async def predict_batch(
-    request: Request, holder: HolderDep, plog: LogDep, metrics: MetricsDep, settings: SettingsDep
+    request: Request,
+    holder: HolderDep,
+    plog: LogDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+    stability: StabilityDep,
 ) -> Response:
     """Many applicants in one vectorised model call, answers in request order."""
     body = await _batch_body(request)
@@ -89,6 +95,7 @@ async def predict_batch(
     probs = await _score_batch(state.score, X)
     preds = (probs >= model.threshold).astype(np.int8)
     seq0 = plog.submit(model.name, model.version, X, probs, preds)
+    stability.observe(model.version, state.reference, X, probs)
     metrics.record_predictions(int(preds.sum()), n)
     ids = plog.prediction_ids(seq0, n)
     items = [
