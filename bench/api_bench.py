@@ -125,9 +125,11 @@ def train(tracking_uri: str, csv: Path, work: Path) -> None:
         raise RuntimeError(f"trainer exited {code}: {(work / 'train.log').read_text()[-3000:]}")
 
 
-def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str, subprocess.Popen]:
+def start_our_api(
+    tracking_uri: str, work: Path, logging_on: bool, stability_on: bool = True
+) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    tag = "on" if logging_on else "off"
+    tag = ("on" if logging_on else "off") + ("" if stability_on else "-nostability")
     env = server_env(
         {
             **COMMON_ENV,
@@ -135,6 +137,7 @@ def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             "PREDICTION_LOGGING": str(logging_on).lower(),
+            "STABILITY_MONITORING": str(stability_on).lower(),
             "PREDICTION_LOG_SPOOL_DIR": str(work / f"spool-{tag}"),
         }
     )
@@ -353,6 +356,11 @@ def main() -> int:
     parser.add_argument(
         "--ours-only", action="store_true", help="only our API, logging on and off (for the logging cost)"
     )
+    parser.add_argument(
+        "--stability",
+        action="store_true",
+        help="add our API with the live stability window off (logging on), for the window's cost",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -384,6 +392,10 @@ def main() -> int:
         off_url, p = start_our_api(tracking.url, work, logging_on=False)
         processes.append(p)
         targets.append(Target("ours, logging off", f"{off_url}/predict", bodies["ours"], p))
+        if args.stability:
+            nostab_url, p = start_our_api(tracking.url, work, logging_on=True, stability_on=False)
+            processes.append(p)
+            targets.append(Target("ours, stability off", f"{nostab_url}/predict", bodies["ours"], p))
         scorer = httpx.get(f"{on_url}/health").json()["scorer"]
         log(f"our API scores with: {scorer}")
         if args.ours_only:
@@ -406,11 +418,11 @@ def main() -> int:
             for t in targets:
                 cpu0 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 res = run_wrk(t, args.duration, args.connections, args.wrk_threads)
-                if t.name == "ours, logging on":
+                if t.name in ("ours, logging on", "ours, stability off"):
                     # Its MLflow writes must not spill into the next target's turn; how long the
                     # drain takes shows whether the log kept pace during the run or piled up.
                     drained_at = time.monotonic()
-                    drain_log(on_url)
+                    drain_log(t.url.removesuffix("/predict"))
                     res["drain_s"] = time.monotonic() - drained_at
                 cpu1 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 # CPU ms per request over the wrk run and the drain, of the target and of MLflow
@@ -446,6 +458,15 @@ def main() -> int:
         on = [res["rps"] for res in targets[0].results]
         off = [res["rps"] for res in targets[1].results]
         ratios = [a / b for a, b in zip(on, off, strict=True)]
+        if args.stability:
+            nostab = next(t for t in targets if t.name == "ours, stability off")
+            stab = [a / res["rps"] for a, res in zip(on, nostab.results, strict=True)]
+            per_round = ", ".join(f"{x:.3f}" for x in stab)
+            print(f"stability window on / off throughput (both logging on): median "
+                  f"{statistics.median(stab):.3f} (per round: {per_round})")  # fmt: skip
+            psi = httpx.get(f"{on_url}/monitoring/stability").json()
+            print(f"live window after the runs: {psi['window_size']} predictions, score PSI "
+                  f"{psi['score']['psi']:.4f} (one payload repeated: a degenerate population)")  # fmt: skip
         drains = [res["drain_s"] for res in targets[0].results]
         print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
               f"logging-on run (flush interval 1 s)")  # fmt: skip

@@ -69,6 +69,8 @@ class ApiSettings(MlflowClientSettings):
     api_shutdown_seconds: float = Field(20.0, gt=0)
     # Predictions per served version in the live stability window (GET /monitoring/stability).
     stability_window: int = Field(10_000, ge=10)
+    # false: no live window (the endpoint answers 503, no PSI gauges); for measuring its cost.
+    stability_monitoring: bool = True
 
 
 class MonitorSettings(MlflowClientSettings):

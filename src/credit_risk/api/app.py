@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     metrics.add_collector(
         StateCollector(model_version=lambda: _served_version(app), log_stats=lambda: _log_stats(app))
     )
-    app.state.stability = StabilityMonitor(settings.stability_window)
+    app.state.stability = StabilityMonitor(settings.stability_window, settings.stability_monitoring)
     metrics.add_collector(StabilityCollector(lambda: _stability(app)))
     install_error_handlers(app)
     _document_batch_body(app)

@@ -55,14 +55,15 @@ class _Window:
 class StabilityMonitor:
     """Rolling bin counts per served version; `observe` is on the request path, so it stays small."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, enabled: bool = True):
         self.capacity = capacity
+        self.enabled = enabled
         self._windows: OrderedDict[str, _Window] = OrderedDict()
         self._lock = threading.Lock()
 
     def observe(self, version: str, reference: Reference | None, X: np.ndarray, probs: np.ndarray) -> None:
         """Count what one request scored (nothing when the version has no reference)."""
-        if reference is None:
+        if reference is None or not self.enabled:
             return
         window = self._windows.get(version)
         if window is None or window.reference is not reference:

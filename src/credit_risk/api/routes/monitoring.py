@@ -57,6 +57,8 @@ async def stability(holder: HolderDep, monitor: StabilityDep) -> StabilityRespon
     version, reference = state.model.version, state.reference
     if reference is None:
         raise NoStabilityReference(f"version {version} has no stability reference (trained before issue 12?)")
+    if not monitor.enabled:
+        raise NoStabilityReference("live stability monitoring is off (STABILITY_MONITORING=false)")
     found = monitor.figures(version)
     if found is None:
         rows, figures = 0, reference.figures(reference.tally_empty())
