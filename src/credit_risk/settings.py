@@ -71,6 +71,8 @@ class ApiSettings(MlflowClientSettings):
     stability_window: int = Field(10_000, ge=10)
     # false: no live window (the endpoint answers 503, no PSI gauges); for measuring its cost.
     stability_monitoring: bool = True
+    # Observed outcomes (POST /outcomes) go to runs of this experiment.
+    outcome_experiment: str = "credit-risk-outcomes"
 
 
 class MonitorSettings(MlflowClientSettings):

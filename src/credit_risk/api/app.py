@@ -17,9 +17,10 @@ from credit_risk.api.errors import install_error_handlers
 from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StabilityCollector, StateCollector
 from credit_risk.api.model_holder import ModelHolder
 from credit_risk.api.prediction_log import PredictionLogger
-from credit_risk.api.routes import health, model, monitoring, predict
+from credit_risk.api.routes import health, model, monitoring, outcomes, predict
 from credit_risk.api.schemas import BatchPredictionRequest
 from credit_risk.monitoring.live import StabilityMonitor
+from credit_risk.monitoring.outcome_log import OutcomeLog
 from credit_risk.settings import ApiSettings
 from credit_risk.tracking import configure_mlflow
 
@@ -48,6 +49,11 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         holder = ModelHolder(mlflow_client, settings.model_name, settings.model_poll_seconds)
         plog = PredictionLogger(mlflow_client, settings)
         app.state.holder, app.state.prediction_log = holder, plog
+        # Outcomes join logged predictions, and their spool sits in the log's directory.
+        outcome_log = (
+            OutcomeLog(mlflow_client, settings, plog.process_id, plog.issued) if plog.enabled else None
+        )
+        app.state.outcome_log = outcome_log
         # MLflow, scikit-learn and FastAPI leave ~250k long-lived objects: a full collection
         # walks them all (~120 ms here) and showed up as the p99. Frozen, the GC skips them.
         gc.collect()
@@ -56,6 +62,8 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         # the tracking server is down, and becomes ready by itself once it is up.
         holder.start()
         plog.start()
+        if outcome_log is not None:
+            outcome_log.start()
         log.info(
             "API up: model %s from %s, polling every %.0fs, prediction logging %s",
             settings.model_name,
@@ -67,6 +75,8 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
             yield
         finally:
             holder.stop()
+            if outcome_log is not None:
+                await asyncio.to_thread(outcome_log.close, settings.api_shutdown_seconds / 2)
             # Blocking (it may wait on MLflow): in a thread, the loop keeps closing connections.
             await asyncio.to_thread(plog.close, settings.api_shutdown_seconds)
             log.info("API stopped: prediction log %s", plog.stats())
@@ -87,7 +97,7 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     metrics.add_collector(StabilityCollector(lambda: _stability(app)))
     install_error_handlers(app)
     _document_batch_body(app)
-    for module in (health, model, predict, monitoring):
+    for module in (health, model, predict, monitoring, outcomes):
         app.include_router(module.router)
     app.include_router(model.protected)
     return app
