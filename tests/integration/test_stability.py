@@ -13,12 +13,14 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from credit_risk.devtools.tracking_server import server_env
 from credit_risk.features import FEATURES
@@ -66,7 +68,7 @@ def _bodies(df: pd.DataFrame) -> list[dict]:
 
 def _reference(tracking_uri: str, run_id: str, tmp_path) -> Reference:
     path = MlflowClient(tracking_uri).download_artifacts(run_id, REFERENCE_ARTIFACT, str(tmp_path))
-    return Reference.from_dict(json.loads(open(path).read()))
+    return Reference.from_dict(json.loads(Path(path).read_text()))
 
 
 def _psi_by_hand(reference: Reference, values: np.ndarray) -> float:
@@ -82,6 +84,7 @@ def _psi_by_hand(reference: Reference, values: np.ndarray) -> float:
 
 def _monitor(tracking_uri: str, name: str, experiment: str, *args: str) -> subprocess.CompletedProcess:
     env = {
+        "OUTCOME_EXPERIMENT": experiment.replace("predictions-", "outcomes-"),
         "MLFLOW_WAIT_SECONDS": "3",
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MODEL_NAME": name,
@@ -197,3 +200,62 @@ def test_monitor_exit_status_says_it_could_not_run(trained):
     assert "nothing was logged" in out.stderr
     out = _monitor("http://127.0.0.1:9", name, "x", "--last", "10")
     assert out.returncode == EXIT_CANNOT_RUN
+
+
+def test_report_gives_realized_auc_equal_to_scikit_learns_on_the_joined_labels(trained, frame, tmp_path):
+    tracking_uri, name, _, _ = trained
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MODEL_NAME": name,
+        "PREDICTION_EXPERIMENT": f"predictions-{tag}",
+        "OUTCOME_EXPERIMENT": f"outcomes-{tag}",
+        "PREDICTION_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+        "PREDICTION_LOG_FLUSH_SECONDS": "0.2",
+    }
+    rows = frame.sample(1000, random_state=3)
+    api = start_api_process(env, tmp_path / "api.log")
+    try:
+        wait_until(lambda: httpx.get(f"{api.url}/health/ready").status_code == 200, 60, "the model")
+        out = httpx.post(f"{api.url}/predict/batch", json={"records": _bodies(rows)}, timeout=60).json()
+        ids = [p["prediction_id"] for p in out["predictions"]]
+        probs = np.array([p["probability"] for p in out["predictions"]])
+        labels = rows["SeriousDlqin2yrs"].to_numpy()
+        posted = {
+            "outcomes": [
+                {"prediction_id": i, "defaulted": int(y)}
+                for i, y in zip(ids[:600], labels[:600], strict=True)
+            ]
+        }
+        r = httpx.post(f"{api.url}/outcomes", json=posted, timeout=60)
+        assert r.status_code == 200 and r.json()["recorded"] == 600, r.text
+    finally:
+        assert api.terminate_cleanly(), api.log()[-3000:]
+    # The rest from a CSV, with one id already posted: recorded once.
+    csv = tmp_path / "outcomes.csv"
+    lines = [f"{i},{int(y)}" for i, y in zip(ids[599:], labels[599:], strict=True)]
+    csv.write_text("prediction_id,defaulted\n" + "\n".join(lines) + "\n")
+    cli_env = {k: v for k, v in env.items() if not k.startswith("PREDICTION_LOG")}
+    out = subprocess.run(
+        [sys.executable, "-m", "credit_risk.monitor", "outcomes", "--csv", str(csv)],
+        env=server_env(cli_env), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "400 outcomes recorded, 1 already recorded" in out.stderr
+
+    out = _monitor(tracking_uri, name, f"predictions-{tag}", "--last", "1000")
+    assert out.returncode == EXIT_STABLE, out.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(f"predictions-{tag}-monitoring").experiment_id]
+    )
+    path = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))
+    table = json.loads(Path(path).read_text())["performance"]
+    overall = table[-1]
+    assert overall["month"] == "all" and overall["labelled"] == 1000
+    assert overall["auc"] == pytest.approx(roc_auc_score(labels, probs), rel=1e-12)
+    assert overall["bad_rate"] == pytest.approx(labels.mean())
+    assert overall["test_auc"] == pytest.approx(client.get_run(trained[3]).data.metrics["roc_auc"])
+    assert run.data.metrics["realized_auc"] == pytest.approx(overall["auc"])
+    report = client.download_artifacts(run.info.run_id, "report.md", str(tmp_path))
+    assert "## Realized performance" in Path(report).read_text()

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from credit_risk.logs import first_line, setup_logging
+from credit_risk.monitoring import performance
 from credit_risk.monitoring.bins import ACT, STABLE, WATCH
+from credit_risk.monitoring.outcomes import read_outcomes
 from credit_risk.monitoring.predictions import read_predictions
 from credit_risk.monitoring.reference import load_reference
 from credit_risk.monitoring.report import log_report, stability_report
@@ -108,8 +110,14 @@ def run_report(args: argparse.Namespace, settings: MonitorSettings) -> str:
     if not len(logged):
         raise CannotRun(f"no logged predictions of {name} version {version} in {_period(args)}")
     report = stability_report(reference, logged, name, version, _period(args))
+    perf = _performance(client, settings, experiment.experiment_id, name, version, run_id, logged, args)
     monitoring_id = get_or_create_experiment(client, settings.monitoring_experiment)
-    report_run = log_report(monitoring_id, report)
+    report_run = log_report(
+        monitoring_id,
+        report,
+        {"metrics": performance.metrics(perf), "table": perf} if perf else None,
+        performance.markdown(perf) if perf else "",
+    )
     for char, f in report.figures.items():
         log.info("%-40s PSI %.4f %s", char, f.psi, f.band)
     log.info(
@@ -123,6 +131,21 @@ def run_report(args: argparse.Namespace, settings: MonitorSettings) -> str:
         settings.monitoring_experiment,
     )
     return report.band
+
+
+def _performance(client, settings, experiment_id, name, version, run_id, logged, args) -> list[dict]:
+    """The realized-performance table of the version (all its labelled predictions, whatever the period)."""
+    outcomes = read_outcomes(client, settings.outcome_experiment)
+    if not outcomes:
+        return []
+    if args.last is not None or args.since is not None or args.until is not None:
+        logged = read_predictions(client, experiment_id, name, version)
+    test = {k: float(v) for k, v in client.get_run(run_id).data.metrics.items()}
+    table = performance.performance_table(logged, outcomes, test)
+    for row in table:
+        log.info("outcomes %s: %d labelled, realized AUC %s (test %s)", row["month"], row["labelled"],
+                 row["auc"], row["test_auc"])  # fmt: skip
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

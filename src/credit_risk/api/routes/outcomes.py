@@ -6,8 +6,6 @@ The request and response models live here: they belong to this resource alone.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
-
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +30,7 @@ class ObservedOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prediction_id: str = Field(max_length=40, description="The id /predict answered with.")
-    defaulted: Annotated[Literal[0, 1], Field(strict=True, description="1 = serious delinquency.")]
+    defaulted: int = Field(strict=True, ge=0, le=1, description="1 = serious delinquency, 0 = none.")
 
 
 class OutcomesRequest(BaseModel):
