@@ -6,6 +6,7 @@ The request and response models live here: they belong to this resource alone.
 from __future__ import annotations
 
 import asyncio
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
