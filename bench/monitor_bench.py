@@ -131,9 +131,8 @@ def main() -> int:
             log(f"report {i + 1}: {wall:.1f} s wall, {cpu:.1f} s CPU, exit {code}\n{tail}")
         load = os.getloadavg()
         print()
-        print(
-            f"stability report over {args.predictions:,} logged predictions ({args.predictions // CHUNK} chunks):"
-        )
+        chunks = -(-args.predictions // CHUNK)
+        print(f"stability report over {args.predictions:,} logged predictions ({chunks} chunks):")
         print(f"  wall time per run: {', '.join(f'{w:.1f} s' for w in results)} (bar {BAR_SECONDS:.0f} s)")
         print(
             f"  machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
