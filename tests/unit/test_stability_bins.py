@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -118,3 +120,16 @@ def test_a_batch_fills_blocks_exactly_so_the_window_never_exceeds_its_capacity(r
     assert rows == 1000
     expected = reference.figures(reference.tally(X[1600:], scores[1600:]))
     assert figures["age"].psi == pytest.approx(expected["age"].psi)
+
+
+def test_the_api_side_of_monitoring_imports_neither_pandas_nor_matplotlib():
+    # The API image is being slimmed (no pandas, no matplotlib): the live window must work without
+    # them. scikit-learn imports pandas when it is installed, so both are made unimportable here.
+    code = (
+        "import sys; sys.modules['pandas'] = sys.modules['matplotlib'] = None;"
+        "import numpy as np; from credit_risk.monitoring.live import StabilityMonitor;"
+        "from credit_risk.monitoring.reference import Reference;"
+        "r = Reference.from_training(np.random.rand(100, 10), np.random.rand(100));"
+        "StabilityMonitor(50).observe('1', r, np.random.rand(3, 10), np.random.rand(3))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
