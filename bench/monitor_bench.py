@@ -8,7 +8,9 @@
    prediction log writes them: JSON-lines chunks of 10,000 records (`records.expand`, the
    sink's file names) under `predictions/` of a run tagged like the API's. Only the chunks: the
    report reads nothing else (the per-prediction metrics are left out to keep set-up short);
-3. `python -m credit_risk.monitor --last N` runs as a subprocess, timed (wall and CPU), twice.
+3. `python -m credit_risk.monitor --last N` runs as a subprocess, timed (wall and CPU), twice;
+4. the live window's cost per request: `StabilityMonitor.observe` of one row, with the version's
+   real reference, timed in a loop (CPU time, so the machine's load matters less than for wrk).
 
 Prints the figures and the machine's load; exits 1 when a run takes 30 s or more.
 """
@@ -37,6 +39,8 @@ from credit_risk.api.prediction_log.records import Block, expand  # noqa: E402
 from credit_risk.devtools.tracking_server import server_env, start_tracking_server  # noqa: E402
 from credit_risk.features import FEATURES  # noqa: E402
 from credit_risk.model_io import load_model_version  # noqa: E402
+from credit_risk.monitoring.live import StabilityMonitor  # noqa: E402
+from credit_risk.monitoring.reference import load_reference  # noqa: E402
 from credit_risk.registry import production_version  # noqa: E402
 from credit_risk.tracking import get_or_create_experiment, wait_for_tracking_server  # noqa: E402
 from credit_risk.training.data import load_dataset  # noqa: E402
@@ -74,6 +78,16 @@ def write_predictions(
         client.log_artifact(run.info.run_id, str(path), "predictions")
         path.unlink()
     client.set_terminated(run.info.run_id)
+
+
+def observe_cost(reference, X: np.ndarray, probs: np.ndarray, n: int = 20_000) -> float:
+    """CPU microseconds per single-row `observe` (what /predict adds to each request)."""
+    monitor = StabilityMonitor(10_000)
+    rows = [(X[i : i + 1], probs[i : i + 1]) for i in range(min(n, len(probs)))]
+    start = time.process_time()
+    for x, p in rows:
+        monitor.observe("1", reference, x, p)
+    return (time.process_time() - start) * 1e6 / len(rows)
 
 
 def timed_report(tracking_uri: str, n: int) -> tuple[float, float, int, str]:
@@ -123,7 +137,9 @@ def main() -> int:
         X = load_dataset(args.csv)[0].loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
         X = np.resize(X, (args.predictions, len(FEATURES)))  # repeats the file past 150,000 rows
         log(f"writing {args.predictions:,} logged predictions of version {version} as chunks ...")
-        write_predictions(client, version, X, model.predict_proba(X), work)
+        probs = model.predict_proba(X)
+        write_predictions(client, version, X, probs, work)
+        cost_us = observe_cost(load_reference(client, model.run_id), X, probs)
         results = []
         for i in range(args.repeats):
             wall, cpu, code, tail = timed_report(tracking.url, args.predictions)
@@ -134,6 +150,7 @@ def main() -> int:
         chunks = -(-args.predictions // CHUNK)
         print(f"stability report over {args.predictions:,} logged predictions ({chunks} chunks):")
         print(f"  wall time per run: {', '.join(f'{w:.1f} s' for w in results)} (bar {BAR_SECONDS:.0f} s)")
+        print(f"live window: {cost_us:.1f} us CPU per single-row observe (what /predict adds)")
         print(
             f"  machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
         )
