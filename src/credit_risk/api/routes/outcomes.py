@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from credit_risk.api.deps import OutcomeLogDep
 from credit_risk.api.errors import ApiError
 from credit_risk.api.routes import protected_router
-from credit_risk.monitoring.outcome_log import OutcomeLog
 
 router = protected_router()
 
@@ -56,9 +55,8 @@ class OutcomesResponse(BaseModel):
 
 
 @router.post("/outcomes", tags=["outcomes"])
-async def record_outcomes(body: OutcomesRequest, request: Request) -> OutcomesResponse:
+async def record_outcomes(body: OutcomesRequest, outcome_log: OutcomeLogDep) -> OutcomesResponse:
     """Record observed outcomes; an id the prediction log does not hold refuses the whole request."""
-    outcome_log: OutcomeLog | None = request.app.state.outcome_log
     if outcome_log is None:
         raise OutcomesOff(
             "prediction logging is off (PREDICTION_LOGGING=false): outcomes have nothing to join"
