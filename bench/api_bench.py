@@ -466,7 +466,7 @@ def main() -> int:
                   f"{statistics.median(stab):.3f} (per round: {per_round})")  # fmt: skip
             psi = httpx.get(f"{on_url}/monitoring/stability").json()
             print(f"live window after the runs: {psi['window_size']} predictions, score PSI "
-                  f"{psi['score']['psi']:.4f} (one payload repeated: a degenerate population)")  # fmt: skip
+                  f"{psi['score']['psi']:.4f} (the last /predict/batch rows of the real file)")  # fmt: skip
         drains = [res["drain_s"] for res in targets[0].results]
         print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
               f"logging-on run (flush interval 1 s)")  # fmt: skip
