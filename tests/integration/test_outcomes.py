@@ -41,9 +41,10 @@ def _predict(api_url: str, n: int, seed: int) -> list[str]:
     return ids
 
 
-def _post(api_url: str, outcomes: dict[str, int]) -> httpx.Response:
+def _post(api_url: str, outcomes: dict[str, int], key: str | None = None) -> httpx.Response:
     body = {"outcomes": [{"prediction_id": k, "defaulted": v} for k, v in outcomes.items()]}
-    return httpx.post(f"{api_url}/outcomes", json=body, timeout=30)
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.post(f"{api_url}/outcomes", json=body, headers=headers, timeout=30)
 
 
 def test_outcomes_posted_during_an_mlflow_outage_all_arrive_once(tmp_path, model_name):
@@ -91,18 +92,20 @@ def test_unknown_prediction_ids_are_refused_by_name(tracking_uri, model_name, tm
     tag = uuid.uuid4().hex[:8]
     env = _env(tracking_uri, model_name, tmp_path, tag)
     register_model(tracking_uri, model_name)
-    api = start_api_process(env, tmp_path / "api.log")
+    api = start_api_process({**env, "API_KEY": "k3y"}, tmp_path / "api.log")
     try:
         wait_until(lambda: httpx.get(f"{api.url}/health/ready").status_code == 200, 60, "the model")
-        (known,) = _predict(api.url, 1, seed=6)
-        r = _post(api.url, {known: 0, "0123456789ab-7": 1, "not-an-id": 0})
+        r = httpx.post(f"{api.url}/predict", json=payloads(1, seed=6)[0], headers={"X-API-Key": "k3y"})
+        known = r.json()["prediction_id"]
+        assert _post(api.url, {known: 0}).status_code == 401  # behind the API key like predictions
+        r = _post(api.url, {known: 0, "0123456789ab-7": 1, "not-an-id": 0}, key="k3y")
         assert r.status_code == 422
         fields = {f["field"]: f["message"] for f in r.json()["fields"]}
         assert fields == {
             "outcomes[1].prediction_id": "unknown prediction_id '0123456789ab-7'",
             "outcomes[2].prediction_id": "unknown prediction_id 'not-an-id'",
         }
-        assert _post(api.url, {known: 2}).status_code == 422  # defaulted is 0 or 1
+        assert _post(api.url, {known: 2}, key="k3y").status_code == 422  # defaulted is 0 or 1
         wait_until(lambda: len(logged_points(tracking_uri, f"predictions-{tag}")) == 1, 30, "the log")
         csv = tmp_path / "outcomes.csv"
         csv.write_text(f"prediction_id,defaulted\n{known},1\nfedcba987654-3,0\n")
