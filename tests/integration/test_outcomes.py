@@ -99,7 +99,7 @@ def test_unknown_prediction_ids_are_refused_by_name(tracking_uri, model_name, tm
         known = r.json()["prediction_id"]
         assert _post(api.url, {known: 0}).status_code == 401  # behind the API key like predictions
         r = _post(api.url, {known: 0, "0123456789ab-7": 1, "not-an-id": 0}, key="k3y")
-        assert r.status_code == 422
+        assert r.status_code == 404 and r.json()["error"] == "unknown_prediction_id"
         fields = {f["field"]: f["message"] for f in r.json()["fields"]}
         assert fields == {
             "outcomes[1].prediction_id": "unknown prediction_id '0123456789ab-7'",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from credit_risk.api.deps import HolderDep, StabilityDep
 from credit_risk.api.errors import ApiError
 from credit_risk.api.routes import NOT_READY
+from credit_risk.api.schemas import ErrorResponse
 from credit_risk.monitoring.bins import worst
 from credit_risk.monitoring.reference import SCORE, Figures
 
@@ -20,7 +21,7 @@ router = APIRouter(tags=["monitoring"])
 class NoStabilityReference(ApiError):
     """The served version was trained without a stability reference (or it could not be read)."""
 
-    status = 503
+    status = 404
     code = "no_stability_reference"
 
 
@@ -50,7 +51,13 @@ def _item(f: Figures) -> CharacteristicStability:
     return CharacteristicStability(**f.to_dict())
 
 
-@router.get("/monitoring/stability", responses=NOT_READY)
+@router.get(
+    "/monitoring/stability",
+    responses={
+        **NOT_READY,
+        404: {"model": ErrorResponse, "description": "The served version has no stability reference"},
+    },
+)
 async def stability(holder: HolderDep, monitor: StabilityDep) -> StabilityResponse:
     """PSI, band, window size, missing share and out-of-range share of the score and every input."""
     state = holder.current()

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from credit_risk.api.deps import OutcomeLogDep
 from credit_risk.api.errors import ApiError
 from credit_risk.api.routes import protected_router
+from credit_risk.api.schemas import ErrorResponse
 
 router = protected_router()
+# The answer names at most this many unknown ids (a batch of 10,000 can be wrong everywhere).
+MAX_NAMED = 100
 
 
 class OutcomesOff(ApiError):
@@ -22,6 +24,22 @@ class OutcomesOff(ApiError):
 
     status = 503
     code = "outcomes_off"
+
+
+class UnknownPredictions(ApiError):
+    """Some prediction ids are not in the prediction log: nothing is recorded, each is named.
+
+    404 rather than 422: the body is well formed, what it refers to does not exist.
+    """
+
+    status = 404
+    code = "unknown_prediction_id"
+
+    def __init__(self, fields: list[dict[str, str]]):
+        shown = ", ".join(f["message"].removeprefix("unknown prediction_id ") for f in fields[:5])
+        more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+        super().__init__(f"{len(fields)} unknown prediction ids, nothing recorded: {shown}{more}")
+        self.fields = fields
 
 
 class ObservedOutcome(BaseModel):
@@ -54,7 +72,13 @@ class OutcomesResponse(BaseModel):
     )
 
 
-@router.post("/outcomes", tags=["outcomes"])
+@router.post(
+    "/outcomes",
+    tags=["outcomes"],
+    responses={
+        404: {"model": ErrorResponse, "description": "Unknown prediction ids, each named in `fields`"}
+    },
+)
 async def record_outcomes(body: OutcomesRequest, outcome_log: OutcomeLogDep) -> OutcomesResponse:
     """Record observed outcomes; an id the prediction log does not hold refuses the whole request."""
     if outcome_log is None:
@@ -65,16 +89,15 @@ async def record_outcomes(body: OutcomesRequest, outcome_log: OutcomeLogDep) -> 
     unknown, checked = await asyncio.to_thread(outcome_log.unknown, ids)
     if unknown:
         bad = set(unknown)
-        raise RequestValidationError(
+        raise UnknownPredictions(
             [
                 {
-                    "type": "value_error",
-                    "loc": ("body", "outcomes", i, "prediction_id"),
-                    "msg": f"unknown prediction_id {o.prediction_id!r}",
+                    "field": f"outcomes[{i}].prediction_id",
+                    "message": f"unknown prediction_id {o.prediction_id!r}",
                 }
                 for i, o in enumerate(body.outcomes)
                 if o.prediction_id in bad
-            ]
+            ][:MAX_NAMED]
         )
     recorded, repeated = await asyncio.to_thread(
         outcome_log.record, [(o.prediction_id, o.defaulted) for o in body.outcomes], checked
