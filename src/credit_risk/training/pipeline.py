@@ -218,13 +218,17 @@ def _evaluate(best: _Fitted, split: Split, seed: int) -> tuple[dict[str, float],
     return metrics, threshold
 
 
-def _log_stability_reference(best: _Fitted, split: Split, dataset_hash: str) -> None:
-    """Bins and counts of the training split and its scores, which live PSI is measured against."""
+def _log_stability_reference(best: _Fitted, split: Split, dataset_hash: str) -> Reference:
+    """Bins and counts of the training split and its scores, which live PSI is measured against.
+
+    Returned for the model card: `monitoring.reference.card_section(reference)` is its section.
+    """
     scores = best.pipeline.predict_proba(split.X_train)[:, 1]
     reference = Reference.from_training(
         split.X_train, scores, {"source": "training split", "dataset_hash": dataset_hash}
     )
     mlflow.log_dict(reference.to_dict(), REFERENCE_ARTIFACT)
+    return reference
 
 
 def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: float) -> str:
