@@ -129,10 +129,14 @@ def train(tracking_uri: str, csv: Path, work: Path) -> None:
 
 
 def start_our_api(
-    tracking_uri: str, work: Path, logging_on: bool, reasons_on: bool = True
+    tracking_uri: str, work: Path, logging_on: bool, reasons_on: bool = True, stability_on: bool = True
 ) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    tag = ("on" if logging_on else "off") + ("" if reasons_on else "-no-reasons")
+    tag = (
+        ("on" if logging_on else "off")
+        + ("" if reasons_on else "-no-reasons")
+        + ("" if stability_on else "-nostability")
+    )
     env = server_env(
         {
             **COMMON_ENV,
@@ -140,6 +144,7 @@ def start_our_api(
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             "PREDICTION_LOGGING": str(logging_on).lower(),
+            "STABILITY_MONITORING": str(stability_on).lower(),
             "PREDICTION_LOG_SPOOL_DIR": str(work / f"spool-{tag}"),
             **({} if reasons_on else {"MAX_REASONS": "0"}),
         }
@@ -366,6 +371,11 @@ def main() -> int:
     parser.add_argument(
         "--ours-only", action="store_true", help="only our API, logging on and off (for the logging cost)"
     )
+    parser.add_argument(
+        "--stability",
+        action="store_true",
+        help="add our API with the live stability window off (logging on), for the window's cost",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -400,6 +410,10 @@ def main() -> int:
         plain_url, p = start_our_api(tracking.url, work, logging_on=True, reasons_on=False)
         processes.append(p)
         targets.append(Target("ours, reasons off", f"{plain_url}/predict", bodies["ours"], p))
+        if args.stability:
+            nostab_url, p = start_our_api(tracking.url, work, logging_on=True, stability_on=False)
+            processes.append(p)
+            targets.append(Target("ours, stability off", f"{nostab_url}/predict", bodies["ours"], p))
         seed = httpx.post(f"{on_url}/predict", json=SEED_PAYLOAD, timeout=10).json()
         log(f"seed payload: prediction {seed['prediction']}, probability {seed['probability']:.3f}, "
             f"reasons {[r['code'] for r in seed['reasons']]}")  # fmt: skip
@@ -425,7 +439,7 @@ def main() -> int:
             for t in targets:
                 cpu0 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 res = run_wrk(t, args.duration, args.connections, args.wrk_threads)
-                if t.name in ("ours, logging on", "ours, reasons off"):
+                if t.name in ("ours, logging on", "ours, reasons off", "ours, stability off"):
                     # Its MLflow writes must not spill into the next target's turn; how long the
                     # drain takes shows whether the log kept pace during the run or piled up.
                     drained_at = time.monotonic()
@@ -467,6 +481,15 @@ def main() -> int:
         on = [res["rps"] for res in targets[0].results]
         off = [res["rps"] for res in targets[1].results]
         ratios = [a / b for a, b in zip(on, off, strict=True)]
+        if args.stability:
+            nostab = next(t for t in targets if t.name == "ours, stability off")
+            stab = [a / res["rps"] for a, res in zip(on, nostab.results, strict=True)]
+            per_round = ", ".join(f"{x:.3f}" for x in stab)
+            print(f"stability window on / off throughput (both logging on): median "
+                  f"{statistics.median(stab):.3f} (per round: {per_round})")  # fmt: skip
+            psi = httpx.get(f"{on_url}/monitoring/stability").json()
+            print(f"live window after the runs: {psi['window_size']} predictions, score PSI "
+                  f"{psi['score']['psi']:.4f} (the last /predict/batch rows of the real file)")  # fmt: skip
         drains = [res["drain_s"] for res in targets[0].results]
         print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
               f"logging-on run (flush interval 1 s)")  # fmt: skip

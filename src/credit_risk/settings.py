@@ -69,6 +69,21 @@ class ApiSettings(MlflowClientSettings):
     api_access_log: bool = False
     # How long SIGTERM waits for in-flight requests and the prediction-log flush.
     api_shutdown_seconds: float = Field(20.0, gt=0)
+    # Predictions per served version in the live stability window (GET /monitoring/stability).
+    stability_window: int = Field(10_000, ge=10)
+    # false: no live window (the endpoint answers 503, no PSI gauges); for measuring its cost.
+    stability_monitoring: bool = True
+    # Observed outcomes (POST /outcomes) go to runs of this experiment.
+    outcome_experiment: str = "credit-risk-outcomes"
+
+
+class MonitorSettings(MlflowClientSettings):
+    """The offline stability and performance report (`python -m credit_risk.monitor`)."""
+
+    model_name: str = "credit-risk-model"
+    prediction_experiment: str = "credit-risk-predictions"
+    monitoring_experiment: str = "credit-risk-monitoring"
+    outcome_experiment: str = "credit-risk-outcomes"
 
 
 class LocalSettings(BaseSettings):

@@ -130,6 +130,37 @@ class StateCollector(Collector):
             yield c
 
 
+class StabilityCollector(Collector):
+    """`credit_risk_psi{feature=...}` of the served version's live window, computed at scrape time.
+
+    The score is the characteristic `feature="score"`, so one alert rule (`credit_risk_psi > 0.25`)
+    watches everything.
+    """
+
+    def __init__(self, figures: Callable[[], tuple[str, int, dict] | None]):
+        self._figures = figures
+
+    def collect(self):
+        """Yield the current values (nothing while no version with a reference has scored)."""
+        found = self._figures()
+        psi = GaugeMetricFamily(
+            "credit_risk_psi",
+            "Population stability index of an input (or feature=score) over the live window.",
+            labels=["feature", "model_version"],
+        )
+        size = GaugeMetricFamily(
+            "credit_risk_stability_window_size", "Predictions in the live stability window."
+        )
+        if found is not None:
+            version, rows, figures = found
+            for name, f in figures.items():
+                if f.psi is not None:
+                    psi.add_metric([name, version], f.psi)
+            size.add_metric([], float(rows))
+        yield psi
+        yield size
+
+
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     g = GaugeMetricFamily(name, help_text)
     g.add_metric([], float(value))

@@ -22,6 +22,7 @@ from credit_risk.api.errors import ModelNotReady
 from credit_risk.api.fast_forest import make_scorer
 from credit_risk.logs import first_line
 from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_model_version
+from credit_risk.monitoring.reference import Reference, load_reference
 from credit_risk.reasons import make_explainer
 from credit_risk.registry import production_version
 
@@ -44,6 +45,8 @@ class Serving:
     scorer: str = ""
     # Exact contributions for reason codes (credit_risk.reasons); None if the model has none.
     explainer: object | None = None
+    # The version's stability reference (None for a version trained without one).
+    reference: Reference | None = None
 
 
 class ModelHolder:
@@ -118,7 +121,8 @@ class ModelHolder:
         score, scorer = make_scorer(model)
         explainer = _explainer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
-        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer, explainer))
+        reference = load_reference(self._client, model.run_id)
+        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer, explainer, reference))
         gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
         return True
 

@@ -43,6 +43,8 @@ class CardInputs:
     compliance_failures: list[str]
     decision: str
     decision_reason: str
+    # The stability reference's section (monitoring.reference.card_section), Markdown.
+    stability: str = ""
 
 
 def bootstrap_intervals(
@@ -121,6 +123,8 @@ never a reason code at {ELDERLY_AGE}+. Gate: {card.decision} ({card.decision_rea
 | code | field | adverse-action wording |
 | --- | --- | --- |
 {codes}
+
+{card.stability}
 
 **Known limitations.** 96/98 in the past-due counts are reporting codes, treated as missing plus
 a flag; a fifth of incomes are missing (its own reason code); the file has 609 duplicate rows;

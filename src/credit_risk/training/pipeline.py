@@ -2,7 +2,8 @@
 
 Stages, each logged with its duration: load and validate the CSV, fingerprint it (SHA256),
 connect to the tracking server, fit the candidates (one nested run each), evaluate the best
-on the test split, log the model (skops), register it, then the promotion gate.
+on the test split, log the stability reference (bins and counts of the training split), log
+the model (skops), register it, then the promotion gate.
 
 The CSV is validated before the tracking server is contacted: a bad file raises
 DataValidationError and creates no run and no model version.
@@ -28,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from credit_risk.features import FEATURES, TARGET
 from credit_risk.model_io import log_model
+from credit_risk.monitoring.reference import REFERENCE_ARTIFACT, Reference, card_section
 from credit_risk.registry import promote
 from credit_risk.settings import TrainerSettings
 from credit_risk.tracking import configure_mlflow, get_or_create_experiment, wait_for_tracking_server
@@ -102,6 +104,8 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
             best, val_aucs = _fit_candidates(split, settings.seed, experiment_id)
         with stage("evaluate"):
             metrics, threshold = _evaluate(best, split, settings.seed)
+        with stage("stability reference"):
+            reference = _log_stability_reference(best, split, data.sha256)
         with stage("log model"):
             example = pd.DataFrame(split.X_train[:5], columns=list(FEATURES))
             model_info = log_model(best.pipeline, example, threshold, data.sha256)
@@ -121,7 +125,7 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
                     settings.model_name, version, run_id, best.candidate.name, val_aucs, threshold, metrics,
                     split.y_test, best.pipeline.predict_proba(split.X_test)[:, 1], data.sha256,
                     data.report.rows, data.report.target_rate, [str(w) for w in data.report.warnings],
-                    report, compliance, decision.decision, decision.reason,
+                    report, compliance, decision.decision, decision.reason, card_section(reference),
                 )
             )  # fmt: skip
             mlflow.log_text(card, "model_card.md")
@@ -234,6 +238,19 @@ def _evaluate(best: _Fitted, split: Split, seed: int) -> tuple[dict[str, float],
         threshold,
     )
     return metrics, threshold
+
+
+def _log_stability_reference(best: _Fitted, split: Split, dataset_hash: str) -> Reference:
+    """Bins and counts of the training split and its scores, which live PSI is measured against.
+
+    Returned for the model card: `monitoring.reference.card_section(reference)` is its section.
+    """
+    scores = best.pipeline.predict_proba(split.X_train)[:, 1]
+    reference = Reference.from_training(
+        split.X_train, scores, {"source": "training split", "dataset_hash": dataset_hash}
+    )
+    mlflow.log_dict(reference.to_dict(), REFERENCE_ARTIFACT)
+    return reference
 
 
 def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: float) -> str:

@@ -56,6 +56,11 @@ class PredictionLogger:
         pid = self.process_id
         return [prediction_id(pid, s) for s in range(seq0, seq0 + n)]
 
+    def issued(self, prediction_id: str) -> bool:
+        """True when this process answered with `prediction_id` and logs it (outcomes check ids so)."""
+        process, _, seq = prediction_id.partition("-")
+        return self.enabled and process == self.process_id and seq.isdigit() and 0 < int(seq) < self._next_seq
+
     def submit(
         self,
         model_name: str,

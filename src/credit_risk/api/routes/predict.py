@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep
+from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep, StabilityDep
 from credit_risk.api.errors import BatchTooLarge
 from credit_risk.api.routes import protected_router
 from credit_risk.api.schemas import (
@@ -47,6 +47,7 @@ async def predict(
     plog: LogDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    stability: StabilityDep,
     explain: ExplainQuery = False,
 ) -> PredictionResponse:
     """Probability of serious delinquency for one applicant, the decision at the model's threshold,
@@ -58,6 +59,7 @@ async def predict(
     preds = (probs >= model.threshold).astype(np.int8)
     reasons = reasons_for(state.explainer, X, preds, explain, settings.max_reasons)
     seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
+    stability.observe(model.version, state.reference, X, probs)
     prediction = int(preds[0])
     metrics.record_predictions(prediction, 1)
     metrics.record_reasons(reasons)
@@ -95,6 +97,7 @@ async def predict_batch(
     plog: LogDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    stability: StabilityDep,
     explain: ExplainQuery = False,
 ) -> Response:
     """Many applicants in one vectorised model call, answers in request order."""
@@ -111,6 +114,7 @@ async def predict_batch(
     preds = (probs >= model.threshold).astype(np.int8)
     reasons = await _explain_batch(state.explainer, X, preds, explain, settings.max_reasons)
     seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
+    stability.observe(model.version, state.reference, X, probs)
     metrics.record_predictions(int(preds.sum()), n)
     metrics.record_reasons(reasons)
     ids = plog.prediction_ids(seq0, n)
