@@ -59,6 +59,12 @@ class MlflowSink:
             else None
         )
         self._session = requests.Session()
+        # This session only ever posts to the tracking server: the API's own account, as basic auth.
+        if settings.mlflow_tracking_username and settings.mlflow_tracking_password:
+            self._session.auth = (
+                settings.mlflow_tracking_username,
+                settings.mlflow_tracking_password.get_secret_value(),
+            )
         self._http_timeout = settings.mlflow_http_request_timeout
         self._experiment = settings.prediction_experiment
         self._experiment_id: str | None = None
