@@ -112,7 +112,8 @@ class AccountsAdmin:
 
     def grant(self, grant: Grant) -> None:
         """Give `grant.username` exactly `grant.permission` on the resource (replacing another level)."""
-        key = {"username": grant.username, "resource_type": grant.resource_type, "resource_id": grant.resource_id}
+        key = {"username": grant.username, "resource_type": grant.resource_type}
+        key["resource_id"] = grant.resource_id
         body = {**key, "permission": grant.permission}
         try:
             self._call(GRANT, "POST", json=body)
