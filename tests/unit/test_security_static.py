@@ -152,6 +152,8 @@ def test_auth_config_denies_by_default_and_holds_no_secret():
     # PostgreSQL beside the backend store, every connection detail from libpq's PG* variables.
     assert section["database_uri"] == "postgresql+psycopg2://"
     assert "admin_password" not in section
+    # The credential cache: short, since a changed password stays valid on another worker that long.
+    assert 0 < section.getint("auth_cache_ttl_seconds") <= 60
 
 
 def test_every_password_in_compose_is_required_and_has_no_default():
