@@ -92,3 +92,16 @@ def test_the_prediction_logs_session_sends_the_account_to_mlflow_only(tmp_path):
     assert sink._log_batch_url == f"{URI}/api/2.0/mlflow/runs/log-batch"
     anonymous = MlflowSink(MlflowClient(tracking_uri=URI), ApiSettings(mlflow_tracking_uri=URI), tmp_path)
     assert anonymous._session.auth is None
+
+
+def test_a_403_on_log_batch_spools_and_names_the_predictions_experiment(tmp_path, monkeypatch, caplog):
+    sink = MlflowSink(MlflowClient(tracking_uri=URI), ApiSettings(mlflow_tracking_uri=URI), tmp_path)
+    refused = requests.Response()
+    refused.status_code, refused._content = 403, b"Permission denied"
+    monkeypatch.setattr(sink, "_run_for", lambda _key: "run-1")
+    monkeypatch.setattr(sink._session, "post", lambda *_a, **_k: refused)
+    record = {"seq": 1, "process": "p", "model_name": "m", "model_version": "1", "ts_ms": 0}
+    records = [{**record, "probability": 0.5, "prediction": 1}]
+    with caplog.at_level("WARNING"):
+        assert sink.write(records) == records  # not logged: kept for the spool
+    assert "denied this account access to experiment 'credit-risk-predictions' (403" in caplog.text
