@@ -109,7 +109,7 @@ def require_permission(uri: str, resource_type: str, resource_id: str, needed: s
     """Raise TrackingAccessDenied, naming `what`, when this account holds less than `needed` on it.
 
     Asks the basic-auth app for our effective permission, the way it decides a request. A server
-    without authentication has no such endpoint (404): nothing to check.
+    without authentication has no such endpoint: nothing to check.
     """
     username = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if not username or not uri.startswith(("http://", "https://")):
@@ -122,14 +122,17 @@ def require_permission(uri: str, resource_type: str, resource_id: str, needed: s
         max_retries=0,
         timeout=10,
     )
-    if response.status_code == 404:
-        return
-    if response.status_code != 200:
+    if response.status_code in (401, 403):
         raise TrackingAccessDenied(
             f"MLflow at {uri} did not say what this account may do on {what} ({response.status_code})"
         )
-    held = response.json().get("permission", "NO_PERMISSIONS")
-    if held == "DENY" or PERMISSION_LEVELS.index(held) < PERMISSION_LEVELS.index(needed):
+    if response.status_code != 200:
+        return  # 404: no basic-auth app (an open server); anything else: the real call will tell
+    try:
+        held = response.json()["permission"]
+    except (ValueError, KeyError, TypeError):
+        return  # not the basic-auth app answering (a UI page, a proxy): nothing to check
+    if held not in PERMISSION_LEVELS or PERMISSION_LEVELS.index(held) < PERMISSION_LEVELS.index(needed):
         raise TrackingAccessDenied(
             f"MLflow at {uri} gives this account {held} on {what}; it needs {needed} (403): "
             f"grant it with `python -m credit_risk.accounts` ({ACCESS_DOC})"
