@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The promotion gate's modes: `auto` applies the gate, `always` promotes, `never` registers only.
@@ -22,6 +22,10 @@ class MlflowClientSettings(BaseSettings):
         min_length=1,
         description="Where the tracking server is, e.g. http://mlflow:5000 (MLflow's own variable).",
     )
+    # The account on a tracking server that authenticates (`mlflow server --app-name basic-auth`).
+    # MLflow's own variables; SecretStr keeps the password out of every repr, log and error.
+    mlflow_tracking_username: str | None = None
+    mlflow_tracking_password: SecretStr | None = None
     # MLflow's client retries a failing call for minutes by default; ours fail in seconds.
     mlflow_http_request_max_retries: int = 2
     mlflow_http_request_timeout: int = 10
@@ -102,3 +106,23 @@ class LocalSettings(BaseSettings):
     api_key: str | None = None
     mlflow_start_seconds: float = Field(120.0, gt=0)
     api_ready_seconds: float = Field(120.0, gt=0)
+
+
+class AccountsSettings(MlflowClientSettings):
+    """`python -m credit_risk.accounts` (the compose job `create-accounts`): who may do what.
+
+    It runs as the tracking server's admin (MLFLOW_TRACKING_USERNAME/PASSWORD); the other
+    passwords are the ones it gives the service accounts and the person's UI account.
+    """
+
+    mlflow_tracking_username: str = Field(min_length=1)
+    mlflow_tracking_password: SecretStr
+    training_experiment: str = "credit-risk-prediction"
+    prediction_experiment: str = "credit-risk-predictions"
+    model_name: str = "credit-risk-model"
+    trainer_mlflow_username: str = "credit-risk-trainer"
+    trainer_mlflow_password: SecretStr
+    api_mlflow_username: str = "credit-risk-api"
+    api_mlflow_password: SecretStr
+    mlflow_ui_username: str = Field(min_length=1)
+    mlflow_ui_password: SecretStr

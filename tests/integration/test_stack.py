@@ -74,7 +74,15 @@ def run_verify(mlflow_url: str, api_url: str, **env: str) -> subprocess.Complete
     return subprocess.run(
         ["./verify_phase2.sh", "--no-docker"],
         cwd=ROOT,
-        env={**os.environ, "MLFLOW_URL": mlflow_url, "API_URL": api_url, "VERIFY_TIMEOUT": "30", **env},
+        # This native stack runs the server without authentication (test_auth.py runs it secured).
+        env={
+            **os.environ,
+            "MLFLOW_URL": mlflow_url,
+            "API_URL": api_url,
+            "VERIFY_TIMEOUT": "30",
+            "VERIFY_EXPECT_AUTH": "0",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=120,

@@ -25,6 +25,7 @@ from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_
 from credit_risk.monitoring.reference import Reference, load_reference
 from credit_risk.reasons import make_explainer
 from credit_risk.registry import production_version
+from credit_risk.tracking import access_problem
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,9 @@ class ModelHolder:
         try:
             mv = production_version(self._client, self.model_name)
         except Exception as e:
+            problem = access_problem(e, self._client.tracking_uri, f"registered model '{self.model_name}'")
             if self._state.model is None:
-                self._set(Serving(None, f"the model registry is unreachable: {first_line(e)}"))
+                self._set(Serving(None, problem or f"the model registry is unreachable: {first_line(e)}"))
             else:
                 # The registry cannot say the version left Production, so it stays: a dead
                 # tracking server must not take predictions down with it.
@@ -116,7 +118,9 @@ class ModelHolder:
             self._set(Serving(None, f"Production version {mv.version} cannot be served: {e}"))
             return True
         except Exception as e:  # the registry or artifact store failed mid-load
-            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {first_line(e)}"))
+            uri = self._client.tracking_uri
+            why = access_problem(e, uri, f"version {mv.version}'s artifacts") or first_line(e)
+            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {why}"))
             return True
         score, scorer = make_scorer(model)
         explainer = _explainer(model)

@@ -23,6 +23,7 @@ import mlflow
 import mlflow.data
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
@@ -32,7 +33,12 @@ from credit_risk.model_io import log_model
 from credit_risk.monitoring.reference import REFERENCE_ARTIFACT, Reference, card_section
 from credit_risk.registry import promote
 from credit_risk.settings import TrainerSettings
-from credit_risk.tracking import configure_mlflow, get_or_create_experiment, wait_for_tracking_server
+from credit_risk.tracking import (
+    configure_mlflow,
+    get_or_create_experiment,
+    require_permission,
+    wait_for_tracking_server,
+)
 from credit_risk.training import evaluation, model_card
 from credit_risk.training.candidates import CANDIDATES, Candidate, Split, choose_threshold, split_dataset
 from credit_risk.training.compliance import check_compliance, probe_sample
@@ -94,6 +100,7 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
     with stage("connect"):
         client = wait_for_tracking_server(settings.mlflow_tracking_uri, settings.mlflow_wait_seconds)
         experiment_id = get_or_create_experiment(client, settings.experiment)
+        _check_access(client, experiment_id, settings)
     split = split_dataset(data.typed, settings.seed)
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{data.sha256[:12]}") as run:
@@ -144,6 +151,19 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
     return TrainingResult(
         run_id, settings.model_name, version, best.candidate.name, metrics, threshold, decision
     )
+
+
+def _check_access(client: MlflowClient, experiment_id: str, settings: TrainerSettings) -> None:
+    """Fail before training, naming the resource, when the account could not log, register or promote."""
+    uri, name = settings.mlflow_tracking_uri, settings.model_name
+    require_permission(uri, "experiment", experiment_id, "EDIT", f"experiment '{settings.experiment}'")
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return  # registering the first version creates it, and makes us its manager
+        raise
+    require_permission(uri, "registered_model", name, "EDIT", f"registered model '{name}'")
 
 
 def _load(csv_path: Path) -> _Dataset:
