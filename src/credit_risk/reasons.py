@@ -56,22 +56,12 @@ REASON_CODES: tuple[ReasonCode, ...] = (
     ReasonCode("R12", "age", "Age of applicant"),
     ReasonCode("R13", "NumberOfTimes90DaysLate", "Delinquency history reported with a special status code"),
 )
-_BY_CODE = {r.code: r for r in REASON_CODES}
 _CODE_INDEX = {r.code: i for i, r in enumerate(REASON_CODES)}
 _PRESENT = {r.feature: r.code for r in reversed(REASON_CODES)}  # the first code of each field
 _MISSING = {"MonthlyIncome": "R07", "NumberOfDependents": "R11"}
 _CODED = "R13"
 _AGE = FEATURES.index("age")
 _PAST_DUE_IDX = [FEATURES.index(c) for c in PAST_DUE]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Per-code contributions (log-odds) for a block of rows; base + row sum = raw score."""
-
-    base: float
-    by_code: np.ndarray  # (rows, len(REASON_CODES))
-    raw_score: np.ndarray  # base + sum, the model's log-odds
 
 
 def _state(X: np.ndarray) -> np.ndarray:
@@ -457,14 +447,3 @@ def make_explainer(pipeline):
     if hasattr(last, "coef_"):
         return LinearContributions(pipeline)
     return TreeShap(pipeline, nullable=NULLABLE_MODEL_COLUMNS)
-
-
-def explain(explainer, X: np.ndarray) -> Explanation:
-    """Per-code contributions for raw rows (FEATURES order)."""
-    contrib = explainer.contributions(X)
-    return Explanation(explainer.base, fold(X, contrib), explainer.base + contrib.sum(axis=1))
-
-
-def describe(code: str) -> ReasonCode:
-    """The table's row for a code."""
-    return _BY_CODE[code]
