@@ -37,6 +37,11 @@ def configure_mlflow(settings: MlflowClientSettings) -> None:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run, under `base_url` (the server as a browser reaches it)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def _health_ok(uri: str, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:  # noqa: S310 - our own server

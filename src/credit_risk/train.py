@@ -48,7 +48,12 @@ from credit_risk.modeling import CANDIDATES, Candidate, choose_threshold, split_
 from credit_risk.registry import promote
 from credit_risk.server import wait_healthy
 from credit_risk.settings import TrainerSettings
-from credit_risk.tracking import TrackingServerUnavailable, configure_mlflow, wait_for_tracking_server
+from credit_risk.tracking import (
+    TrackingServerUnavailable,
+    configure_mlflow,
+    run_url,
+    wait_for_tracking_server,
+)
 
 log = logging.getLogger("credit_risk.train")
 
@@ -258,6 +263,11 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         decision.decision,
         decision.reason,
     )
+    # Last, so the user's link is the final line (MLflow's own "View run" lines name the server as
+    # the trainer reaches it, e.g. http://mlflow:5000 inside compose).
+    public_url = settings.mlflow_public_url or settings.mlflow_tracking_uri
+    if public_url.startswith(("http://", "https://")):  # a local store (sqlite, file) has no UI to link
+        log.info("view the run at %s", run_url(public_url, experiment_id, run_id))
     return TrainingResult(
         run_id, settings.model_name, str(version), best.candidate.name, metrics, threshold, decision
     )
