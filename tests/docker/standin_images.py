@@ -2,14 +2,17 @@
 
 No image registry is reachable here, so the images our Dockerfiles and compose file name
 (python, postgres, MinIO) are made locally from Debian: debootstrap a bookworm rootfs, import
-it, then build each stand-in over it. Every stand-in is labelled with a content key (the files
-of standins/ plus the host's CA bundle, which the builds reach the registries through); a tag
-that carries the current key is reused as is.
+it, then build each stand-in over it. Each stand-in has a content key (its own files, its
+parent's key, and for the Debian layer the host's CA bundle, which the builds reach the
+registries through), recorded beside the image id it built in a cache file: a tag whose image
+and key match the record is reused as is. The key is kept out of the image itself so that a
+rebuild with unchanged files gives the same image id, and the project's images stay cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -22,21 +25,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-KEY_LABEL = "credit-risk.standin-key"
+# Set by debian.Dockerfile, inherited by every stand-in: tells ours from a real image of that name.
+STANDIN_LABEL = "credit-risk.standin"
 ROOTFS = "credit-risk-standin/debian-rootfs:bookworm"
 DEBIAN = "credit-risk-standin/debian:bookworm"
 S3 = "credit-risk-standin/s3:3.7.1"
 # Tag the project's files use -> the stand-in's Dockerfile in standins/.
 PYTHON = "python:3.11.14-slim-bookworm"
 POSTGRES = "postgres:16-bookworm"
+# Tag -> (its Dockerfile and the files it copies, under standins/), Debian first: the others build on it.
 IMAGES = {
-    DEBIAN: "debian.Dockerfile",
-    PYTHON: "python.Dockerfile",
-    POSTGRES: "postgres.Dockerfile",
-    S3: "s3.Dockerfile",
+    DEBIAN: ["debian.Dockerfile"],
+    PYTHON: ["python.Dockerfile"],
+    POSTGRES: ["postgres.Dockerfile", "postgres-entrypoint.sh"],
+    S3: ["s3.Dockerfile", "s3/package.json", "s3/package-lock.json", "s3/minio-standin.js", "s3/mc"],
 }
 MIRROR = "http://deb.debian.org/debian"
-NODE_CACHE = Path.home() / ".cache" / "credit-risk-standins"
+CACHE = Path.home() / ".cache" / "credit-risk-standins"
+RECORD = CACHE / "images.json"
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +55,22 @@ class StandinReport:
     built: list[str]
 
 
-def content_key() -> str:
-    """SHA256 over every file of standins/ and the host's CA bundle."""
+def content_key(tag: str) -> str:
+    """SHA256 over the stand-in's files and its parent's key (Debian's: the host's CA bundle)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in STANDINS.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(STANDINS)).encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(CA_BUNDLE.read_bytes())
+    for name in IMAGES[tag]:
+        digest.update(name.encode() + b"\0" + (STANDINS / name).read_bytes() + b"\0")
+    parent = CA_BUNDLE.read_bytes() if tag == DEBIAN else content_key(DEBIAN).encode()
+    digest.update(parent)
     return digest.hexdigest()
+
+
+def image_id(tag: str) -> str | None:
+    """The id of a local image, None when there is none."""
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -94,7 +109,7 @@ def _import_rootfs() -> None:
 def _s3_node_modules() -> Path:
     """s3rver and its dependencies from standins/s3/package-lock.json (npm ci on the host, cached)."""
     lock = STANDINS / "s3" / "package-lock.json"
-    target = NODE_CACHE / f"s3-{hashlib.sha256(lock.read_bytes()).hexdigest()[:16]}"
+    target = CACHE / f"s3-{hashlib.sha256(lock.read_bytes()).hexdigest()[:16]}"
     if not (target / "node_modules" / "s3rver").is_dir():
         target.mkdir(parents=True, exist_ok=True)
         for name in ["package.json", "package-lock.json"]:
@@ -104,21 +119,21 @@ def _s3_node_modules() -> Path:
 
 
 def ensure_standins() -> StandinReport:
-    """Make sure every stand-in exists with the current content key; build what is missing."""
+    """Make sure every stand-in exists and matches its content key; build what does not."""
     seconds: dict[str, float] = {}
     built: list[str] = []
-    key = content_key()
-    if image_label(ROOTFS, "org.opencontainers.image.title") is None:
+    if image_id(ROOTFS) is None:
         start = time.monotonic()
         _import_rootfs()
         seconds["debootstrap + import"] = time.monotonic() - start
         built.append(ROOTFS)
-    labels = {tag: image_label(tag, KEY_LABEL) for tag in IMAGES}
+    record = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
     # An image of a project name that we did not make (a real one, pulled): used, never overwritten.
-    foreign = [tag for tag in (PYTHON, POSTGRES) if labels[tag] == ""]
+    foreign = [tag for tag in (PYTHON, POSTGRES) if image_label(tag, STANDIN_LABEL) == ""]
     for tag in foreign:
         log.info("using the existing image %s (not a stand-in)", tag)
-    stale = [tag for tag in IMAGES if labels[tag] != key and tag not in foreign]
+    wanted = {tag: {"key": content_key(tag), "id": image_id(tag)} for tag in IMAGES if tag not in foreign}
+    stale = [tag for tag, want in wanted.items() if want["id"] is None or record.get(tag) != want]
     if not stale:
         return StandinReport(seconds, built)
     with tempfile.TemporaryDirectory(prefix="credit-risk-standins-") as tmp:
@@ -127,15 +142,16 @@ def ensure_standins() -> StandinReport:
         shutil.copy(CA_BUNDLE, context / "ca-certificates.crt")
         if S3 in stale:
             shutil.copytree(_s3_node_modules(), context / "s3" / "node_modules")
-        # Debian first: the others are built on it.
-        for tag in [t for t in IMAGES if t in stale]:
+        for tag in stale:
             start = time.monotonic()
             run(
-                ["docker", "build", "--label", f"{KEY_LABEL}={key}", "-t", tag,
-                 "-f", str(context / IMAGES[tag]), str(context)],
+                ["docker", "build", "-t", tag, "-f", str(context / IMAGES[tag][0]), str(context)],
                 # Debian's engine has no buildx: the classic builder, which docker-compose 1.29 uses too.
                 env={**os.environ, "DOCKER_BUILDKIT": "0"},
-            )  # fmt: skip
+            )
             seconds[tag] = time.monotonic() - start
             built.append(tag)
+            record[tag] = {"key": wanted[tag]["key"], "id": image_id(tag)}
+            CACHE.mkdir(parents=True, exist_ok=True)
+            RECORD.write_text(json.dumps(record, indent=2))
     return StandinReport(seconds, built)

@@ -18,6 +18,7 @@ from compose_stack import ROOT, Stack
 from tier_figures import record
 
 pytestmark = pytest.mark.docker
+pytest_plugins = ["tier_fixtures"]
 
 MODEL = "credit-risk-model"
 PREDICTIONS = "credit-risk-predictions"
@@ -176,9 +177,10 @@ IMAGES = {
     "trainer": "credit-risk/trainer:0.1.0",
     "api": "credit-risk/api:0.1.0",
 }
-# Added above its base by the API image with the trainer's full requirements (mlflow, pandas,
-# pyarrow, matplotlib), measured on the stand-in base before issue 10: the lean image must add half.
-API_ADDED_BEFORE_MB = 0
+# Added above its base by the API image when it installed the trainer's requirements.txt (mlflow
+# with its server, pandas, pyarrow, matplotlib): 829 MB on the stand-in base, 2026-12-02 (issue 10
+# asks for half at most; the lean image added 404 MB that day).
+API_ADDED_BEFORE_MB = 829
 
 
 def image_mb(tag: str) -> float:
@@ -303,25 +305,40 @@ def _state(stack: Stack) -> dict:
 
 
 def _assert_kept(before: dict, after: dict) -> None:
+    """Everything of `before` is in `after`; stages moved only by a retrain that came in between."""
     for run_id, run in before["runs"].items():
         assert run_id in after["runs"], f"run {run_id} ({run['experiment']}) is gone"
         assert set(run["metrics"]) <= set(after["runs"][run_id]["metrics"])
     assert set(before["versions"]) <= set(after["versions"])
+    retrained = set(after["versions"]) - set(before["versions"])
+    for version, stage in before["versions"].items():
+        # A retrain (same data, gate `auto`) promotes its version and archives the one before.
+        assert after["versions"][version] == stage or (retrained and after["versions"][version] == "Archived")
     missing = set(before["predictions"]) - set(after["predictions"])
     assert not missing, f"{len(missing)} logged predictions are gone"
+    assert [v for v, stage in after["versions"].items() if stage == "Production"], "nothing in Production"
+
+
+def _wait_trainer_done(stack: Stack, timeout: float = 300) -> None:
+    """`restart` and `up -d` start the one-shot trainer too (it has no profile): let it finish."""
+    deadline = time.monotonic() + timeout
+    while stack.inspect("trainer")["State"]["Status"] != "exited":
+        assert time.monotonic() < deadline, "the trainer started with the stack did not finish"
+        time.sleep(1)
+    assert stack.inspect("trainer")["State"]["ExitCode"] == 0
 
 
 def test_restart_keeps_everything_and_verify_passes(stack):
     predict(stack)
-    stack.wait_healthy("api")
     time.sleep(3)  # the prediction log flushes every second
     before = _state(stack)
+    start = time.monotonic()
     stack.compose("restart", timeout=300)
     for service in ["postgres", "minio", "mlflow", "api"]:
         stack.wait_healthy(service, timeout=240)
-    after = _state(stack)
-    _assert_kept(before, after)
-    assert after["versions"] == before["versions"]  # stages too: nothing trained meanwhile
+    record("restart -> api healthy", f"{time.monotonic() - start:.0f} s")
+    _wait_trainer_done(stack)
+    _assert_kept(before, _state(stack))
     verify(stack)
 
 
@@ -333,19 +350,8 @@ def test_down_then_up_keeps_everything_and_verify_passes(stack):
     for service in ["mlflow", "api"]:
         stack.wait_healthy(service, timeout=240)
     record("down, up -d -> api healthy", f"{time.monotonic() - start:.0f} s")
-    # `up -d` starts every service, the one-shot trainer included: wait for it to finish.
-    deadline = time.monotonic() + 300
-    while stack.inspect("trainer")["State"]["Status"] != "exited":
-        assert time.monotonic() < deadline, "the trainer started by `up -d` did not finish"
-        time.sleep(1)
-    assert stack.inspect("trainer")["State"]["ExitCode"] == 0
-    after = _state(stack)
-    _assert_kept(before, after)
-    retrained = set(after["versions"]) - set(before["versions"])
-    for version, stage in before["versions"].items():
-        # The retrain (same data, gate `auto`) may promote its version and archive the others.
-        assert after["versions"][version] == stage or (retrained and after["versions"][version] == "Archived")
-    assert production(stack), "no version in Production after down/up"
+    _wait_trainer_done(stack)
+    _assert_kept(before, _state(stack))
     verify(stack)
 
 

@@ -12,9 +12,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pwfile"
   echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
   echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
-  pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start
+  # The set-up server listens on a private socket only: pg_isready (the healthcheck) fails until
+  # the real server runs.
+  init_socket="$(mktemp -d)"
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=$init_socket" -w start
   if [ "$POSTGRES_DB" != postgres ]; then
-    psql -v ON_ERROR_STOP=1 --username="$POSTGRES_USER" --dbname=postgres \
+    psql -h "$init_socket" -v ON_ERROR_STOP=1 --username="$POSTGRES_USER" --dbname=postgres \
       -c "CREATE DATABASE \"$POSTGRES_DB\""
   fi
   pg_ctl -D "$PGDATA" -m fast -w stop

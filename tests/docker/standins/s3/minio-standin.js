@@ -16,7 +16,8 @@ const user = process.env.MINIO_ROOT_USER || 'minioadmin';
 const password = process.env.MINIO_ROOT_PASSWORD || 'minioadmin';
 AWSAccount.DUMMY_ACCOUNT.createKeyPair(user, password);
 
-const server = new S3rver({ address: '0.0.0.0', port: 9000, directory: args[1], silent: false });
+// vhostBuckets off: clients reach it as http://minio:9000, which s3rver would take for a bucket name.
+const server = new S3rver({ address: '0.0.0.0', port: 9000, directory: args[1], vhostBuckets: false });
 server.run().then(
   () => console.log(`s3rver (MinIO stand-in) on :9000, data in ${args[1]}`),
   (err) => {

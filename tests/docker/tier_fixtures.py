@@ -1,5 +1,8 @@
 """Fixtures of the Docker tier: an engine, the stand-in bases, the compose project under test.
 
+A plugin the tier's test modules load (`pytest_plugins`), not a conftest.py: the flat suite
+imports `from conftest import ...`, which a second conftest module would shadow.
+
 Without an engine the tier skips, saying why; under CI=true that is a failure instead (CI must
 run it). `make test-docker` (DOCKER_TIER_INSTALL=1) and CI may install and start the engine.
 """
