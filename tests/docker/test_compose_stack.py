@@ -147,7 +147,7 @@ def test_seed_workflow_builds_trains_serves_and_verifies(stack):
 
     start = time.monotonic()
     stack.compose("up", "-d", "mlflow")
-    healthy = stack.wait_healthy("mlflow", timeout=240)
+    healthy = stack.wait_healthy("mlflow", timeout=400)
     record("up -d mlflow -> healthy", f"{time.monotonic() - start:.0f} s")
     assert healthy >= 0
 
@@ -335,7 +335,7 @@ def test_restart_keeps_everything_and_verify_passes(stack):
     start = time.monotonic()
     stack.compose("restart", timeout=300)
     for service in ["postgres", "minio", "mlflow", "api"]:
-        stack.wait_healthy(service, timeout=240)
+        stack.wait_healthy(service, timeout=400)
     record("restart -> api healthy", f"{time.monotonic() - start:.0f} s")
     _wait_trainer_done(stack)
     _assert_kept(before, _state(stack))
@@ -348,7 +348,7 @@ def test_down_then_up_keeps_everything_and_verify_passes(stack):
     start = time.monotonic()
     stack.compose("up", "-d", timeout=600)
     for service in ["mlflow", "api"]:
-        stack.wait_healthy(service, timeout=240)
+        stack.wait_healthy(service, timeout=400)
     record("down, up -d -> api healthy", f"{time.monotonic() - start:.0f} s")
     _wait_trainer_done(stack)
     _assert_kept(before, _state(stack))
@@ -379,7 +379,7 @@ def test_down_v_resets_the_stack(stack):
     stack.compose("down", "-v", timeout=300)
     assert not stack.compose("ps", "-q").stdout.strip()
     stack.compose("up", "-d", "mlflow")
-    stack.wait_healthy("mlflow", timeout=240)
+    stack.wait_healthy("mlflow", timeout=400)
     names = [e["name"] for e in stack.mlflow("experiments/search?max_results=100")["experiments"]]
     assert names == ["Default"]
     assert stack.mlflow("registered-models/search").get("registered_models", []) == []
