@@ -237,7 +237,13 @@ def test_ui_stage_transition_is_followed_within_the_poll_interval(stack):
     # a version to move), then the UI's own call: transition-stage, existing versions kept.
     second = stack.mlflow(
         "model-versions/create",
-        {"name": MODEL, "source": first["source"], "run_id": first["run_id"]},
+        # MLflow 3: a logged model's source (models:/m-...) is accepted with its model_id only.
+        {
+            "name": MODEL,
+            "source": first["source"],
+            "run_id": first["run_id"],
+            "model_id": first.get("model_id"),
+        },
     )["model_version"]["version"]
     assert stack.api("/model/info")[1]["model_version"] == "1"
     start = time.monotonic()
