@@ -42,6 +42,9 @@ class TrainerSettings(MlflowClientSettings):
     promote: PromoteMode = "auto"
     min_auc: float = Field(0.75, ge=0.0, le=1.0)
     seed: int = 42
+    # The tracking server as the user's browser reaches it, for the run link the trainer ends with
+    # (in compose, http://mlflow:5000 is a name only the containers know). Unset: the tracking URI.
+    mlflow_public_url: str | None = None
     # OpenMP threads for fitting and scoring. One, because on a busy 2-core machine OpenMP's
     # spin-waiting made 2 threads 4-6x slower than 1 (measured); on an idle one 1 costs ~1 s.
     train_threads: int = Field(1, ge=1)

@@ -139,6 +139,11 @@ def require_permission(uri: str, resource_type: str, resource_id: str, needed: s
         )
 
 
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run, under `base_url` (the server as a browser reaches it)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     """Status and body of a GET; (0, reason) when nothing answers."""
     try:

@@ -17,7 +17,13 @@ MLFLOW_VARIABLES = {
 }
 # Read by boto3 inside the tracking server (artifacts in MinIO), not by our code.
 S3_CLIENT_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-PYTHON_VARIABLES = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_DISABLE_PIP_VERSION_CHECK"}
+# GIT_PYTHON_REFRESH: read by GitPython (imported by MLflow), silences its no-git warning.
+PYTHON_VARIABLES = {
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "GIT_PYTHON_REFRESH",
+}
 # Read by libpq inside the tracking server (its auth store's connection, mlflow/basic_auth.ini).
 LIBPQ_VARIABLES = {"PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")

@@ -278,7 +278,12 @@ def test_dockerfile_is_pinned_slim_non_root_exec_form(dockerfile):
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.api", "Dockerfile.trainer"])
 def test_dependencies_install_before_the_code_is_copied(dockerfile):
     lines = (ROOT / dockerfile).read_text().splitlines()
-    deps = next(i for i, line in enumerate(lines) if "pip install" in line and "-r requirements.txt" in line)
+    # The API installs only its own subset (requirements-api.txt).
+    deps = next(
+        i
+        for i, line in enumerate(lines)
+        if "pip install" in line and re.search(r"-r requirements(-api)?\.txt", line)
+    )
     code = next(i for i, line in enumerate(lines) if line.startswith("COPY src"))
     assert deps < code
     assert any("pip install --no-cache-dir --no-deps ." in line for line in lines[code:])

@@ -37,6 +37,7 @@ from credit_risk.tracking import (
     configure_mlflow,
     get_or_create_experiment,
     require_permission,
+    run_url,
     wait_for_tracking_server,
 )
 from credit_risk.training import evaluation, model_card
@@ -148,6 +149,11 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         decision.decision,
         decision.reason,
     )
+    # Last, so the user's link is the final line (MLflow's own "View run" lines name the server as
+    # the trainer reaches it, e.g. http://mlflow:5000 inside compose).
+    public_url = settings.mlflow_public_url or settings.mlflow_tracking_uri
+    if public_url.startswith(("http://", "https://")):  # a local store (sqlite, file) has no UI to link
+        log.info("view the run at %s", run_url(public_url, experiment_id, run_id))
     return TrainingResult(
         run_id, settings.model_name, version, best.candidate.name, metrics, threshold, decision
     )
