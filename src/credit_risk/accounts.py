@@ -3,12 +3,12 @@
 Runs as the server's admin (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), as the compose
 job `create-accounts` before the trainer and the API start. Idempotent: it runs on every `up`.
 
-- The two experiments and the registered model exist, created by the admin, so that no service
+- The experiments and the registered model exist, created by the admin, so that no service
   owns them (a creator gets MANAGE on what it creates).
 - trainer: EDIT on the training experiment and the registered model (runs, versions, stages).
 - API: READ on the registered model and the training experiment (a version's run: its metrics and
-  artifacts), EDIT on the predictions experiment. Nothing it could promote or delete with.
-- a person (the UI): MANAGE on all three.
+  artifacts), EDIT on the predictions and outcomes experiments. Nothing it could promote or delete with.
+- a person (the UI, the monitoring report, outcome files): MANAGE on the model and every experiment.
 
 Each account's password is set to the one in the settings every time, so changing it in `.env`
 and running the job again rotates it. Exit 0 done, 1 refused or failed, 3 server unreachable.
@@ -54,10 +54,18 @@ class Grant:
     what: str  # for the log: "experiment 'credit-risk-predictions'"
 
 
-def plan(settings: AccountsSettings, training_id: str, predictions_id: str) -> list[Grant]:
-    """Every grant the stack needs, given the experiments' ids."""
+def plan(
+    settings: AccountsSettings,
+    training_id: str,
+    predictions_id: str,
+    outcomes_id: str = "",
+    monitoring_id: str = "",
+) -> list[Grant]:
+    """Every grant the stack needs, given the experiments' ids (outcomes and monitoring: when given)."""
     training = ("experiment", training_id, f"experiment '{settings.training_experiment}'")
     predictions = ("experiment", predictions_id, f"experiment '{settings.prediction_experiment}'")
+    outcomes = ("experiment", outcomes_id, f"experiment '{settings.outcome_experiment}'")
+    monitoring = ("experiment", monitoring_id, f"experiment '{settings.monitoring_experiment}'")
     model = ("registered_model", settings.model_name, f"registered model '{settings.model_name}'")
     trainer, api, person = (
         settings.trainer_mlflow_username,
@@ -74,6 +82,10 @@ def plan(settings: AccountsSettings, training_id: str, predictions_id: str) -> l
         (person, predictions, "MANAGE"),
         (person, model, "MANAGE"),
     ]
+    if outcomes_id:  # POST /outcomes writes there; a person records outcomes from a CSV
+        rows += [(api, outcomes, "EDIT"), (person, outcomes, "MANAGE")]
+    if monitoring_id:  # the offline report (python -m credit_risk.monitor) runs as a person
+        rows += [(person, monitoring, "MANAGE")]
     return [Grant(user, rtype, rid, perm, what) for user, (rtype, rid, what), perm in rows]
 
 
@@ -152,6 +164,8 @@ def provision(settings: AccountsSettings) -> list[Grant]:
     client = wait_for_tracking_server(settings.mlflow_tracking_uri, settings.mlflow_wait_seconds)
     training_id = get_or_create_experiment(client, settings.training_experiment)
     predictions_id = get_or_create_experiment(client, settings.prediction_experiment)
+    outcomes_id = get_or_create_experiment(client, settings.outcome_experiment)
+    monitoring_id = get_or_create_experiment(client, settings.monitoring_experiment)
     ensure_registered_model(client, settings.model_name)
     admin = AccountsAdmin(settings.mlflow_tracking_uri)
     for username, password in [
@@ -161,7 +175,7 @@ def provision(settings: AccountsSettings) -> list[Grant]:
     ]:
         created = admin.ensure_user(username, password.get_secret_value())
         log.info("account %s %s", username, "created" if created else "exists; password set")
-    grants = plan(settings, training_id, predictions_id)
+    grants = plan(settings, training_id, predictions_id, outcomes_id, monitoring_id)
     for grant in grants:
         admin.grant(grant)
         log.info("account %s: %s on %s", grant.username, grant.permission, grant.what)

@@ -122,6 +122,8 @@ class AccountsSettings(MlflowClientSettings):
     mlflow_tracking_password: SecretStr
     training_experiment: str = "credit-risk-prediction"
     prediction_experiment: str = "credit-risk-predictions"
+    outcome_experiment: str = "credit-risk-outcomes"
+    monitoring_experiment: str = "credit-risk-monitoring"
     model_name: str = "credit-risk-model"
     trainer_mlflow_username: str = "credit-risk-trainer"
     trainer_mlflow_password: SecretStr
