@@ -53,19 +53,41 @@ class KnownPredictions:
         self._client = client
         self._experiment = prediction_experiment
         self._steps: dict[str, tuple[float, set[int]]] = {}
+        self._procs: dict[str, list[str]] | None = None
+        self._procs_at = 0.0
         self._lock = threading.Lock()
 
-    def _fetch(self, process: str) -> set[int]:
+    def _processes(self) -> dict[str, list[str]]:
+        """API process id -> its prediction-log runs: one paged search, cached for KNOWN_TTL_SECONDS.
+
+        So a request naming many processes that never logged costs one search, not one per process.
+        """
+        with self._lock:
+            if self._procs is not None and time.monotonic() - self._procs_at <= KNOWN_TTL_SECONDS:
+                return self._procs
         try:
+            procs: dict[str, list[str]] = {}
             exp = self._client.get_experiment_by_name(self._experiment)
-            if exp is None:
-                return set()
-            runs = self._client.search_runs(
-                [exp.experiment_id], f"tags.api_process = '{process}'", max_results=1000
-            )
+            token = None
+            while exp is not None:
+                page = self._client.search_runs([exp.experiment_id], "", max_results=1000, page_token=token)
+                for run in page:
+                    if process := run.data.tags.get("api_process"):
+                        procs.setdefault(process, []).append(run.info.run_id)
+                token = page.token
+                if not token:
+                    break
+        except Exception as e:
+            raise OutcomeStoreUnavailable(str(e).splitlines()[0][:300] if str(e) else type(e).__name__) from e
+        with self._lock:
+            self._procs, self._procs_at = procs, time.monotonic()
+        return procs
+
+    def _fetch(self, run_ids: list[str]) -> set[int]:
+        try:
             steps: set[int] = set()
-            for run in runs:
-                steps.update(m.step for m in self._client.get_metric_history(run.info.run_id, "prediction"))
+            for run_id in run_ids:
+                steps.update(m.step for m in self._client.get_metric_history(run_id, "prediction"))
             return steps
         except Exception as e:
             raise OutcomeStoreUnavailable(str(e).splitlines()[0][:300] if str(e) else type(e).__name__) from e
@@ -87,7 +109,11 @@ class KnownPredictions:
                 any(seq not in steps for _, seq in items)
                 and time.monotonic() - fetched_at > KNOWN_TTL_SECONDS
             ):
-                steps = self._fetch(process)
+                run_ids = self._processes().get(process)
+                if run_ids is None:  # this process never logged a prediction: no call per id
+                    missing.extend(pid for pid, _ in items)
+                    continue
+                steps = self._fetch(run_ids)
                 with self._lock:
                     self._steps[process] = (time.monotonic(), steps)
             missing.extend(pid for pid, seq in items if seq not in steps)

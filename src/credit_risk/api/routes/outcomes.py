@@ -48,7 +48,11 @@ class ObservedOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prediction_id: str = Field(max_length=40, description="The id /predict answered with.")
-    defaulted: int = Field(strict=True, ge=0, le=1, description="1 = serious delinquency, 0 = none.")
+    # A number that is 0 or 1, as the schema's counts are: JSON Schema's "integer" admits 1.0, which
+    # strict int refused (schemathesis found it); strings and booleans stay refused.
+    defaulted: float = Field(
+        strict=True, ge=0, le=1, multiple_of=1, description="1 = serious delinquency, 0 = none."
+    )
 
 
 class OutcomesRequest(BaseModel):
@@ -100,6 +104,6 @@ async def record_outcomes(body: OutcomesRequest, outcome_log: OutcomeLogDep) -> 
             ][:MAX_NAMED]
         )
     recorded, repeated = await asyncio.to_thread(
-        outcome_log.record, [(o.prediction_id, o.defaulted) for o in body.outcomes], checked
+        outcome_log.record, [(o.prediction_id, int(o.defaulted)) for o in body.outcomes], checked
     )
     return OutcomesResponse(recorded=recorded, duplicates=repeated, unverified=0 if checked else recorded)
