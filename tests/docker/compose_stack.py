@@ -46,10 +46,17 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        """`docker-compose ARGS`; on failure (check) raise with the end of its output."""
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`docker-compose ARGS` (with `env` over the stack's); on failure (check) raise with its output."""
         result = subprocess.run(
-            ["docker-compose", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+            ["docker-compose", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
