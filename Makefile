@@ -26,14 +26,14 @@ data: setup ## fetch the real cs-training.csv into data/ (checked by SHA256)
 run: setup ## the whole flow locally: MLflow server (SQLite), fetch data, train, promote, serve the API on :8000
 	$(BIN)/python -m credit_risk.devtools.local
 
-test: lint ## lint, then every test tier: unit, integration, Docker (skips without an engine): what CI runs
-	$(BIN)/python -m pytest tests/unit tests/integration tests/docker
+test: lint ## lint, then the unit and integration tiers: what CI runs
+	$(BIN)/python -m pytest tests/unit tests/integration
 
 test-fast: setup ## the unit tier only: needs nothing running, under a minute
 	$(BIN)/python -m pytest tests/unit
 
 # As root on Debian it installs docker.io/docker-compose and starts dockerd if none runs.
-test-docker: setup ## the Docker tier alone: build the images, run docker-compose.yml on a real engine
+test-docker: setup ## the Docker tier: build the images, run docker-compose.yml on a real engine
 	DOCKER_TIER_INSTALL=1 $(BIN)/python -m pytest tests/docker
 
 lint: setup ## ruff lint and format check

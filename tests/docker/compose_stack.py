@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from support.docker_files import TEST_SECRETS
+
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDE = "tests/docker/standins/docker-compose.standins.yml"
 PROJECT = "credit-risk-docker-tier"
@@ -134,5 +136,10 @@ def make_stack(minio_image: str) -> Stack:
         "MODEL_NAME": "credit-risk-model",
         "PROMOTE": "auto",
         "MODEL_POLL_SECONDS": "10",
+        # The secured stack's passwords (compose refuses to start without them); verify logs in
+        # as the person's account.
+        **TEST_SECRETS,
+        "MLFLOW_TRACKING_USERNAME": TEST_SECRETS["MLFLOW_UI_USERNAME"],
+        "MLFLOW_TRACKING_PASSWORD": TEST_SECRETS["MLFLOW_UI_PASSWORD"],
     }
     return Stack(env=env, mlflow_port=mlflow_port, api_port=api_port)
