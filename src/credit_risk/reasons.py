@@ -194,6 +194,7 @@ class LinearContributions:
         return np.asarray(X, dtype=np.float64) * self._coef
 
 
+@functools.cache  # a handful of k (a path's depth), asked for once per leaf
 def _gauss_legendre_01(k: int) -> tuple[np.ndarray, np.ndarray]:
     t, w = np.polynomial.legendre.leggauss(k)
     return (t + 1) / 2, w / 2
@@ -259,7 +260,7 @@ class TreeShap:
         self._missing_bin = [len(g) + 1 for g in self._global]
         n_bins = max(len(g) for g in self._global) + 2
         base = float(np.ravel(hgb._baseline_prediction)[0])
-        luts, entry_feature, entry_tree, entry_col, flat, offsets, widths = [], [], [], [], [], [], []
+        luts, entry_feature, entry_tree, entry_col, offsets, widths = [], [], [], [], [], []
         size = 0
         groups = []
         for t in trees:
@@ -280,7 +281,6 @@ class TreeShap:
                 entry_tree.append(ti)
                 entry_col.append(k)
                 stride *= self._n_local(f, th)
-            flat.append(table.ravel())
             offsets.append(size)
             widths.append(len(feats))
             size += table.size
@@ -291,7 +291,14 @@ class TreeShap:
         self._entry_tree = np.array(entry_tree, dtype=np.intp)
         self._entry_rows = np.arange(len(luts))
         self._tree_starts = np.searchsorted(self._entry_tree, np.arange(self.n_trees))
-        self._table = np.concatenate(flat)  # every tree's (cells * its features) table, flattened
+        # Every tree's (cells * its features) table, flattened: filled in place, each group's table
+        # dropped once copied. A concatenate would hold them all twice at the peak: tens of MiB
+        # per model, in a swap while the old model still serves.
+        self._table = np.empty(size)
+        for start in reversed(offsets):
+            table = groups.pop()[0]
+            self._table[start : start + table.size] = table.ravel()
+        table = None  # the last group's
         self._entry_base = np.array(offsets, dtype=np.intp)[self._entry_tree] + np.array(
             entry_col, dtype=np.intp
         )
@@ -299,7 +306,7 @@ class TreeShap:
         # Sums the entries' values into the model's features (entries * features, one 1 per row).
         self._to_feature = np.zeros((len(luts), n_features))
         self._to_feature[self._entry_rows, self._entry_feature] = 1.0
-        self.cells = int(sum(len(f) for f in flat))
+        self.cells = size
         # The same, tree by tree, for big blocks: (its features, their lookup tables, its table).
         self._trees = []
         for ti, start in enumerate(offsets):
@@ -353,9 +360,12 @@ class TreeShap:
                 raise ValueError(f"a leaf has {n_cells} cells (more than {self.MAX_CELLS})")
             half = len(paths) // 2
             return self._group_tables(paths[:half]) + self._group_tables(paths[half:])
-        grids = np.meshgrid(*reps, indexing="ij")
-        cells = np.column_stack([g.ravel(order="F") for g in grids])  # first feature varies fastest
-        table = np.zeros((n_cells, len(feats)))
+        # Each cell's local bin on each feature (first feature varies fastest), and per feature
+        # and local bin whether a leaf's condition holds: the conditions are tested on the few
+        # bins, then gathered over the cells.
+        grids = np.meshgrid(*(np.arange(len(r)) for r in reps), indexing="ij")
+        cell_bins = [g.ravel(order="F") for g in grids]
+        table = np.zeros((len(feats), n_cells))  # feature-major while filling: rows contiguous
         col = {f: k for k, f in enumerate(feats)}
         for value, conditions in paths:
             if not conditions:
@@ -363,14 +373,13 @@ class TreeShap:
             z = np.array([c[3] for c in conditions.values()], dtype=np.float64)
             bits = np.zeros(n_cells, dtype=np.intp)
             for j, (f, (lo, hi, nan_ok, _)) in enumerate(conditions.items()):
-                x = cells[:, col[f]]
+                x = reps[col[f]]
                 with np.errstate(invalid="ignore"):
-                    ok = np.where(np.isnan(x), nan_ok, (x > lo) & (x <= hi))
-                bits |= ok.astype(np.intp) << j
-            phi = _leaf_table(z, value)[bits]  # (cells, d)
-            for j, f in enumerate(conditions):
-                table[:, col[f]] += phi[:, j]
-        return [(table, feats, local)]
+                    ok = np.where(np.isnan(x), nan_ok, (x > lo) & (x <= hi)).astype(np.intp) << j
+                bits |= ok[cell_bins[col[f]]]
+            cols = [col[f] for f in conditions]
+            table[cols] += _leaf_table(z, value).T[:, bits]  # (d, cells)
+        return [(np.ascontiguousarray(table.T), feats, local)]
 
     @staticmethod
     def _paths(nodes):

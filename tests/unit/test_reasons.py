@@ -180,8 +180,8 @@ def test_reasons_for_explains_declines_and_on_request_everyone(real_rows):
     everyone = reasons_for(explainer, X, preds, explain_all=True)
     assert sum(map(bool, everyone)) > preds.sum()
     for r, d in zip(everyone, declines, strict=True):
-        if d:
-            assert r == d
+        if d:  # the same reasons; the sums' last bit depends on the row count's code path (_few/_many)
+            assert [{**x, "contribution": pytest.approx(x["contribution"], rel=1e-12)} for x in r] == d
         assert [x["contribution"] for x in r] == sorted((x["contribution"] for x in r), reverse=True)
         assert all(x["contribution"] > 0 for x in r)
 
