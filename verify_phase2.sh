@@ -8,6 +8,9 @@
 # API_KEY (sent as X-API-Key when set), PREDICTION_EXPERIMENT (default credit-risk-predictions),
 # VERIFY_TIMEOUT seconds to wait for the prediction to reach MLflow (default 30),
 # VERIFY_JSON=jq|python to force the JSON tool (default: jq when installed, else python3).
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: an MLflow account that can read the
+# predictions experiment (e.g. your UI account), sent to MLflow only; VERIFY_EXPECT_AUTH=0 for a
+# server without authentication (`make run`): the anonymous-transition check is then skipped.
 set -euo pipefail
 
 MLFLOW_URL="${MLFLOW_URL:-http://localhost:5000}"
@@ -17,10 +20,11 @@ API_URL="${API_URL%/}"
 API_KEY="${API_KEY:-}"
 PREDICTION_EXPERIMENT="${PREDICTION_EXPERIMENT:-credit-risk-predictions}"
 VERIFY_TIMEOUT="${VERIFY_TIMEOUT:-30}"
+VERIFY_EXPECT_AUTH="${VERIFY_EXPECT_AUTH:-1}"
 USE_DOCKER=1
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
@@ -34,6 +38,18 @@ done
 STEP=0
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
+
+# The MLflow account goes into a curl config file in our private temp dir, never onto a command line
+# (where `ps` would show it), and curl reads it only for requests to MLflow.
+MLFLOW_AUTH=()
+if [[ -n "${MLFLOW_TRACKING_USERNAME:-}" ]]; then
+  umask 077
+  user="${MLFLOW_TRACKING_USERNAME}:${MLFLOW_TRACKING_PASSWORD:-}"
+  user="${user//\\/\\\\}"
+  printf 'user = "%s"\n' "${user//\"/\\\"}" >"$WORK/mlflow.curlrc"
+  unset user
+  MLFLOW_AUTH=(-K "$WORK/mlflow.curlrc")
+fi
 
 step() { STEP=$((STEP + 1)); printf '%d. %s ... ' "$STEP" "$1"; }
 ok() { echo "ok${1:+ ($1)}"; }
@@ -75,10 +91,12 @@ PY
 }
 
 # http METHOD URL OUTFILE [BODY]: the HTTP status code; the body goes to OUTFILE ("000" when unreachable).
+# ANONYMOUS=1 http ...: no MLflow credentials.
 http() {
   local args=(-sS -o "$3" -w '%{http_code}' --max-time 10 -X "$1" "$2")
-  # The key goes to the API only, never to MLflow.
+  # The key goes to the API only, never to MLflow; the MLflow account to MLflow only.
   if [[ -n "$API_KEY" && "$2" == "$API_URL"/* ]]; then args+=(-H "X-API-Key: $API_KEY"); fi
+  if [[ ${#MLFLOW_AUTH[@]} -gt 0 && -z "${ANONYMOUS:-}" && "$2" == "$MLFLOW_URL"/* ]]; then args+=("${MLFLOW_AUTH[@]}"); fi
   if [[ $# -ge 4 ]]; then args+=(-H 'Content-Type: application/json' --data "$4"); fi
   curl "${args[@]}" 2>"$WORK/curl.err" || true
 }
@@ -124,8 +142,11 @@ ok
 # /health passes whatever the Host header; an API call shows whether the server accepts ours.
 step "MLflow API accepts this host"
 code="$(http GET "$MLFLOW_URL/api/2.0/mlflow/experiments/search?max_results=1" "$WORK/body")"
-[[ "$code" == 200 ]] || fail "MLflow API answered $code: $(head -c 300 "$WORK/body"). If 403 'Invalid Host header', add this host to the server's --allowed-hosts"
-ok
+case "$code" in
+  200) ok "${MLFLOW_TRACKING_USERNAME:+as $MLFLOW_TRACKING_USERNAME}" ;;
+  401) fail "MLflow API answered 401: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account that may read the predictions experiment (e.g. MLFLOW_UI_USERNAME / MLFLOW_UI_PASSWORD from .env)" ;;
+  *) fail "MLflow API answered $code: $(head -c 300 "$WORK/body"). If 403 'Invalid Host header', add this host to the server's --allowed-hosts" ;;
+esac
 
 # --- 3. API ------------------------------------------------------------------------------------------
 step "API healthy ($API_URL/health/ready)"
@@ -224,5 +245,17 @@ while :; do
   fi
   sleep 1
 done
+
+# --- 7. Nobody anonymous moves a stage -----------------------------------------------------------------
+# A model name nobody registers: even an open server changes nothing here, it just answers 404.
+step "anonymous stage transition refused"
+if [[ "$VERIFY_EXPECT_AUTH" == 0 ]]; then
+  skip "VERIFY_EXPECT_AUTH=0: this server runs without authentication"
+else
+  code="$(ANONYMOUS=1 http POST "$MLFLOW_URL/api/2.0/mlflow/model-versions/transition-stage" "$WORK/anon" \
+    '{"name": "verify-phase2-anonymous-probe", "version": "1", "stage": "Production", "archive_existing_versions": false}')"
+  [[ "$code" == 401 ]] || fail "an anonymous transition-stage call answered $code, not 401: anyone who reaches $MLFLOW_URL can change what the API serves. Run the tracking server with --app-name basic-auth (docs/access-control.md)"
+  ok "401"
+fi
 
 echo "All checks passed."

@@ -5,14 +5,17 @@
 One run, everything on this machine:
 1. a fresh `mlflow server` (SQLite, temp dir) and the real trainer (`python -m credit_risk.train`
    on data/cs-training.csv) register and promote the model, as in production;
-2. the targets serve that Production version: our API with prediction logging on, the same
-   with logging off, `mlflow models serve --env-manager local`, and MLServer 1.7.1 with its
+2. the targets serve that Production version: our API with prediction logging on (and reason
+   codes, issue 11: the seed payload is a decline, so every request computes them), the same
+   with logging off, the same with logging on and reasons off (MAX_REASONS=0), `mlflow models
+   serve --env-manager local`, and MLServer 1.7.1 with its
    scikit-learn runtime (own virtualenv under bench/.venv-mlserver, created on first use: it
    pins its own FastAPI) fed a raw FP64 tensor and, separately, named columns;
 3. wrk (Debian package `wrk`) drives single-row requests with N connections, the targets taking
    turns round after round so that the machine's noise hits all of them alike;
-4. /predict/batch with 10,000 real rows is timed, and the prediction log is checked: every 200
-   response of our logging-on API must be in MLflow as a `probability` point.
+4. /predict/batch with 10,000 real rows is timed (plain and with ?explain=true), and the
+   prediction log is checked: every 200 response of our logging-on APIs must be in MLflow as a
+   `probability` point.
 
 Every target gets the same environment, OMP_NUM_THREADS=1 included. Only the `mlflow models
 serve` process gets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true: MLflow's own loader refuses skops
@@ -125,9 +128,15 @@ def train(tracking_uri: str, csv: Path, work: Path) -> None:
         raise RuntimeError(f"trainer exited {code}: {(work / 'train.log').read_text()[-3000:]}")
 
 
-def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str, subprocess.Popen]:
+def start_our_api(
+    tracking_uri: str, work: Path, logging_on: bool, reasons_on: bool = True, stability_on: bool = True
+) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    tag = "on" if logging_on else "off"
+    tag = (
+        ("on" if logging_on else "off")
+        + ("" if reasons_on else "-no-reasons")
+        + ("" if stability_on else "-nostability")
+    )
     env = server_env(
         {
             **COMMON_ENV,
@@ -135,7 +144,9 @@ def start_our_api(tracking_uri: str, work: Path, logging_on: bool) -> tuple[str,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             "PREDICTION_LOGGING": str(logging_on).lower(),
+            "STABILITY_MONITORING": str(stability_on).lower(),
             "PREDICTION_LOG_SPOOL_DIR": str(work / f"spool-{tag}"),
+            **({} if reasons_on else {"MAX_REASONS": "0"}),
         }
     )
     log_path = work / f"api-{tag}.log"
@@ -304,7 +315,9 @@ def drain_log(api_url: str, timeout: float = 120) -> dict:
         time.sleep(0.5)
 
 
-def time_batches(api_url: str, rows: np.ndarray, repeats: int, drained: bool) -> list[float]:
+def time_batches(
+    api_url: str, rows: np.ndarray, repeats: int, drained: bool, explain: bool = False
+) -> list[float]:
     records = [
         {f: (None if np.isnan(v) else float(v)) for f, v in zip(FEATURES, row, strict=True)} for row in rows
     ]
@@ -316,12 +329,17 @@ def time_batches(api_url: str, rows: np.ndarray, repeats: int, drained: bool) ->
                 drain_log(api_url)
             start = time.perf_counter()
             resp = http.post(
-                f"{api_url}/predict/batch", content=body, headers={"Content-Type": "application/json"}
+                f"{api_url}/predict/batch" + ("?explain=true" if explain else ""),
+                content=body,
+                headers={"Content-Type": "application/json"},
             )
             times.append((time.perf_counter() - start) * 1e3)
             resp.raise_for_status()
-            if len(resp.json()["predictions"]) != len(rows):
+            predictions = resp.json()["predictions"]
+            if len(predictions) != len(rows):
                 raise RuntimeError("the batch answer has the wrong length")
+            if explain and not any(p["reasons"] for p in predictions):
+                raise RuntimeError("explain=true gave no reasons")
     return times[1:]  # the first one warms up
 
 
@@ -352,6 +370,11 @@ def main() -> int:
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument(
         "--ours-only", action="store_true", help="only our API, logging on and off (for the logging cost)"
+    )
+    parser.add_argument(
+        "--stability",
+        action="store_true",
+        help="add our API with the live stability window off (logging on), for the window's cost",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
@@ -384,6 +407,16 @@ def main() -> int:
         off_url, p = start_our_api(tracking.url, work, logging_on=False)
         processes.append(p)
         targets.append(Target("ours, logging off", f"{off_url}/predict", bodies["ours"], p))
+        plain_url, p = start_our_api(tracking.url, work, logging_on=True, reasons_on=False)
+        processes.append(p)
+        targets.append(Target("ours, reasons off", f"{plain_url}/predict", bodies["ours"], p))
+        if args.stability:
+            nostab_url, p = start_our_api(tracking.url, work, logging_on=True, stability_on=False)
+            processes.append(p)
+            targets.append(Target("ours, stability off", f"{nostab_url}/predict", bodies["ours"], p))
+        seed = httpx.post(f"{on_url}/predict", json=SEED_PAYLOAD, timeout=10).json()
+        log(f"seed payload: prediction {seed['prediction']}, probability {seed['probability']:.3f}, "
+            f"reasons {[r['code'] for r in seed['reasons']]}")  # fmt: skip
         scorer = httpx.get(f"{on_url}/health").json()["scorer"]
         log(f"our API scores with: {scorer}")
         if args.ours_only:
@@ -406,11 +439,11 @@ def main() -> int:
             for t in targets:
                 cpu0 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 res = run_wrk(t, args.duration, args.connections, args.wrk_threads)
-                if t.name == "ours, logging on":
+                if t.name in ("ours, logging on", "ours, reasons off", "ours, stability off"):
                     # Its MLflow writes must not spill into the next target's turn; how long the
                     # drain takes shows whether the log kept pace during the run or piled up.
                     drained_at = time.monotonic()
-                    drain_log(on_url)
+                    drain_log(t.url.removesuffix("/predict"))
                     res["drain_s"] = time.monotonic() - drained_at
                 cpu1 = group_cpu_seconds(t.process.pid), group_cpu_seconds(tracking.process.pid)
                 # CPU ms per request over the wrk run and the drain, of the target and of MLflow
@@ -425,9 +458,11 @@ def main() -> int:
         rows = load_dataset(args.csv)[0].loc[:, list(FEATURES)].to_numpy(dtype=np.float64)[:10_000]
         batch_ms = time_batches(on_url, rows, args.batch_repeats, drained=True)
         batch_b2b_ms = time_batches(on_url, rows, args.batch_repeats, drained=False)
+        explain_ms = time_batches(on_url, rows, args.batch_repeats, drained=True, explain=True)
+        explain_b2b_ms = time_batches(on_url, rows, args.batch_repeats, drained=False, explain=True)
         stats = drain_log(on_url)
         logged = count_logged_points(tracking.url)
-        served = predictions_served(on_url)
+        served = predictions_served(on_url) + predictions_served(plain_url)  # both log
 
         print()
         print(f"Single-row predict, {args.connections} connections, wrk -t{args.wrk_threads}, "
@@ -446,6 +481,15 @@ def main() -> int:
         on = [res["rps"] for res in targets[0].results]
         off = [res["rps"] for res in targets[1].results]
         ratios = [a / b for a, b in zip(on, off, strict=True)]
+        if args.stability:
+            nostab = next(t for t in targets if t.name == "ours, stability off")
+            stab = [a / res["rps"] for a, res in zip(on, nostab.results, strict=True)]
+            per_round = ", ".join(f"{x:.3f}" for x in stab)
+            print(f"stability window on / off throughput (both logging on): median "
+                  f"{statistics.median(stab):.3f} (per round: {per_round})")  # fmt: skip
+            psi = httpx.get(f"{on_url}/monitoring/stability").json()
+            print(f"live window after the runs: {psi['window_size']} predictions, score PSI "
+                  f"{psi['score']['psi']:.4f} (the last /predict/batch rows of the real file)")  # fmt: skip
         drains = [res["drain_s"] for res in targets[0].results]
         print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
               f"logging-on run (flush interval 1 s)")  # fmt: skip
@@ -457,6 +501,19 @@ def main() -> int:
         )
         print(f"/predict/batch, back to back (MLflow still ingesting the previous batches' logs): median "
               f"{statistics.median(batch_b2b_ms):.0f} ms, max {max(batch_b2b_ms):.0f} ms")  # fmt: skip
+        print(f"/predict/batch?explain=true (reasons for all 10,000), log drained before each: median "
+              f"{statistics.median(explain_ms):.0f} ms, max {max(explain_ms):.0f} ms; back to back: median "
+              f"{statistics.median(explain_b2b_ms):.0f} ms, max {max(explain_b2b_ms):.0f} ms")  # fmt: skip
+        by_name = {t.name: [res["rps"] for res in t.results] for t in targets}
+        for a, b in (
+            ("ours, logging on", "ours, reasons off"),
+            ("ours, logging on", "MLServer, FP64 tensor"),
+        ):
+            if a in by_name and b in by_name:
+                r = [x / y for x, y in zip(by_name[a], by_name[b], strict=True)]
+                print(f"{a} / {b} throughput: median {statistics.median(r):.3f} "
+                      f"(per round: {', '.join(f'{x:.3f}' for x in r)})")  # fmt: skip
+        print(f"load average at the end: {os.getloadavg()}")
         verdict = "all logged" if logged == served else "MISMATCH"
         print(f"prediction log: {logged} `probability` points in MLflow for {served} predictions answered "
               f"with 200 by the logging-on API ({verdict}); its counters {stats}")  # fmt: skip

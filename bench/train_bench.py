@@ -2,7 +2,7 @@
 
 Starts a fresh local `mlflow server` (SQLite, temp dir), then runs `python -m credit_risk.train`
 twice as a subprocess: first into an empty registry, then again so the gate has a champion to
-load and score. Peak RSS is the trainer process's own (os.wait4), not the server's.
+load and score. Peak RSS is the trainer process's own (credit_risk.devtools.peak_rss), not the server's.
 
     python bench/train_bench.py [--csv data/cs-training.csv] [--threads N]
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from credit_risk.devtools.peak_rss import run as peak_rss_of
 from credit_risk.devtools.tracking_server import server_env, start_tracking_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def run_trainer(csv: Path, tracking_uri: str, log_path: Path, threads: int | Non
     """One trainer run: wall time, peak RSS (MB), stage times, and the run id from its last line."""
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(
+        returncode, peak_rss = peak_rss_of(
             [sys.executable, "-m", "credit_risk.train", "--csv", str(csv)],
             env=server_env(
                 {"MLFLOW_TRACKING_URI": tracking_uri} | ({"TRAIN_THREADS": str(threads)} if threads else {})
@@ -42,15 +43,13 @@ def run_trainer(csv: Path, tracking_uri: str, log_path: Path, threads: int | Non
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
     text = log_path.read_text()
-    if proc.returncode != 0:
-        sys.exit(f"trainer exited with {proc.returncode}:\n{text[-3000:]}")
+    if returncode != 0:
+        sys.exit(f"trainer exited with {returncode}:\n{text[-3000:]}")
     stages = {m["name"]: float(m["seconds"]) for line in text.splitlines() if (m := STAGE.search(line))}
     result = RESULT.search(text)
-    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "stages": stages, **result.groupdict()}
+    return {"wall": wall, "rss_mb": peak_rss / 2**20, "stages": stages, **result.groupdict()}
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ from credit_risk.devtools.tracking_server import start_tracking_server
 from credit_risk.features import FEATURES, TARGET
 from credit_risk.training.candidates import CANDIDATES
 from support.data import REAL_CSV, synthetic_frame, write_kaggle_csv
+from support.requirements import unavailable
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -42,8 +43,8 @@ def synthetic_csv(tmp_path) -> Path:
 
 @pytest.fixture
 def real_csv() -> Path:
-    if not REAL_CSV.exists():
-        pytest.skip(f"{REAL_CSV} not present: run `make data` to fetch it")
+    if not REAL_CSV.exists():  # under CI a failure: .ci/run runs `make data`
+        unavailable("data", f"{REAL_CSV} not present: run `make data` to fetch it")
     return REAL_CSV
 
 
@@ -68,6 +69,7 @@ def mlflow_server(tmp_path_factory):
         backend_store_uri=f"sqlite:///{root / 'mlflow.db'}",
         artifacts_destination=str(root / "artifacts"),
         log_path=root / "server.log",
+        timeout=180,  # ~10 s idle; over 60 s seen on this shared 2-core machine under several suites
     )
     yield server
     server.stop()
@@ -101,13 +103,17 @@ def _live_children(parent: int) -> list[tuple[int, int, str]]:
 
 @pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what -x or Ctrl-C left up
 def pytest_sessionfinish(session):
-    """Stop what a test left running (a failure path that skipped a fixture's teardown), and say so.
+    """Stop what a test left running (a failure path that skipped a fixture's teardown), say so, and
+    fail the session.
 
     Every fixture stops what it starts; anything still running here is a leak: an `mlflow server`
     or an API outliving the run would hold its port and memory until the machine stops.
     """
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    for pid, pgid, cmdline in _live_children(os.getpid()):
+    leaks = _live_children(os.getpid())
+    if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for pid, pgid, cmdline in leaks:
         with contextlib.suppress(ProcessLookupError):
             if pgid == pid:  # started in a session of its own: its workers go with it
                 os.killpg(pid, signal.SIGKILL)
@@ -115,4 +121,7 @@ def pytest_sessionfinish(session):
                 os.kill(pid, signal.SIGKILL)
             if reporter is not None:
                 reporter.ensure_newline()
-                reporter.write_line(f"conftest: stopped a process a test left running: {pid} {cmdline[:200]}")
+                reporter.write_line(
+                    f"conftest: LEAK (session fails): stopped a process left running: {pid} {cmdline[:200]}",
+                    red=True,
+                )

@@ -8,24 +8,28 @@ and the signature ourselves and call skops with the list below, fixed in code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
-import pandas as pd
 import skops.io
 import yaml
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from credit_risk.features import FEATURES
 
+if TYPE_CHECKING:  # the API image has no pandas (issue 10): only the trainer logs models
+    import pandas as pd
+
 # Every type the pipeline holds beyond what skops trusts by default. A test dumps each
 # candidate pipeline and checks that skops asks for nothing outside this list.
 TRUSTED_TYPES: list[str] = [
+    "credit_risk.constraints.MonotoneLogisticRegression",
     "credit_risk.features.CreditFeatures",
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -44,10 +48,19 @@ TEST_METRICS: tuple[str, ...] = (
     "brier",
     "log_loss",
 )
-PIP_REQUIREMENTS = [
-    f"{dist}=={importlib.metadata.version(dist)}"
-    for dist in ("mlflow", "scikit-learn", "numpy", "pandas", "skops")
-]
+
+
+def _installed(dists: tuple[str, ...]) -> list[str]:
+    found = []
+    for dist in dists:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{dist}=={importlib.metadata.version(dist)}")
+    return found
+
+
+# What a logged model needs. In the API image (mlflow-skinny, no pandas) the list is shorter,
+# and unused: the API loads models, it never logs one.
+PIP_REQUIREMENTS = _installed(("mlflow", "scikit-learn", "numpy", "pandas", "skops"))
 
 
 class ModelRejected(Exception):
@@ -60,6 +73,8 @@ def log_model(pipeline, example: pd.DataFrame, threshold: float, dataset_hash: s
     The decision threshold and the dataset fingerprint travel inside the artifact (MLmodel
     metadata), so what is served cannot drift from what was trained by retagging.
     """
+    from mlflow.models import infer_signature  # needs pandas: trainer side only (issue 10)
+
     example = example.loc[:, list(FEATURES)].astype("float64")
     signature = infer_signature(example, pipeline.predict_proba(example.to_numpy())[:, 1])
     return mlflow.sklearn.log_model(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -12,6 +13,8 @@ import urllib.request
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 
 from credit_risk.settings import MlflowClientSettings
 
@@ -20,6 +23,16 @@ log = logging.getLogger(__name__)
 
 class TrackingServerUnavailable(Exception):
     """The tracking server did not answer within the allowed time."""
+
+
+class TrackingAccessDenied(Exception):
+    """The tracking server refused our credentials (401) or an operation on a resource (403)."""
+
+
+# Permission levels of MLflow's basic-auth app, weakest first (mlflow.server.auth.permissions).
+PERMISSION_LEVELS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
+ACCESS_DOC = "docs/access-control.md"
+_REST_ERROR = re.compile(r"API request to endpoint (\S+) failed with error code (\d{3})")
 
 
 def configure_mlflow(settings: MlflowClientSettings) -> None:
@@ -34,9 +47,101 @@ def configure_mlflow(settings: MlflowClientSettings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_request_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_http_request_timeout)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(settings.mlflow_http_request_backoff_factor)
+    # MLflow's client sends these as basic auth to the tracking URI, and only there. Removed when
+    # unset, so an in-process caller never inherits another's account.
+    password = settings.mlflow_tracking_password
+    credentials = {
+        "MLFLOW_TRACKING_USERNAME": settings.mlflow_tracking_username,
+        "MLFLOW_TRACKING_PASSWORD": password.get_secret_value() if password else None,
+    }
+    for name, value in credentials.items():
+        if value:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
     # The fluent API (mlflow.start_run) prefers a URI set earlier in this process over the
     # variable: pin ours, or an in-process caller would log to whatever was set before.
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+
+
+def http_status_of(error: BaseException | None) -> tuple[int, str]:
+    """(HTTP status, endpoint) of the MLflow REST or artifact call behind `error`; (0, "") if none.
+
+    MLflow wraps the HTTP failure in an MlflowException, often without `from`: walk the chain.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        response = getattr(error, "response", None)  # requests.HTTPError (artifact up/downloads)
+        if response is not None and getattr(response, "status_code", None):
+            return response.status_code, str(getattr(response, "url", "")).split("?")[0]
+        if match := _REST_ERROR.search(str(error)):
+            return int(match[2]), match[1]
+        error = error.__cause__ or error.__context__
+    return 0, ""
+
+
+def access_problem(error: BaseException, uri: str, resource: str | None = None) -> str | None:
+    """What to tell the operator when `error` is MLflow refusing us (401 or 403); None otherwise.
+
+    Names the variables, the resource (or the endpoint) and never a credential's value.
+    """
+    status, endpoint = http_status_of(error)
+    if status == 401:
+        if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            return (
+                f"MLflow at {uri} requires authentication (401) and MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD are not set: give this service its account"
+            )
+        return (
+            f"MLflow at {uri} refused the credentials (401 Unauthorized): check MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 403:
+        return (
+            f"MLflow at {uri} denied this account access to {resource or endpoint or 'a call'} "
+            f"(403 Permission denied): grant it the permission it needs ({ACCESS_DOC})"
+        )
+    return None
+
+
+def require_permission(uri: str, resource_type: str, resource_id: str, needed: str, what: str) -> None:
+    """Raise TrackingAccessDenied, naming `what`, when this account holds less than `needed` on it.
+
+    Asks the basic-auth app for our effective permission, the way it decides a request. A server
+    without authentication has no such endpoint: nothing to check.
+    """
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not username or not uri.startswith(("http://", "https://")):
+        return
+    response = http_request(
+        get_default_host_creds(uri),
+        "/api/3.0/mlflow/users/permissions/get",
+        "GET",
+        params={"username": username, "resource_type": resource_type, "resource_id": resource_id},
+        max_retries=0,
+        timeout=10,
+    )
+    if response.status_code in (401, 403):
+        raise TrackingAccessDenied(
+            f"MLflow at {uri} did not say what this account may do on {what} ({response.status_code})"
+        )
+    if response.status_code != 200:
+        return  # 404: no basic-auth app (an open server); anything else: the real call will tell
+    try:
+        held = response.json()["permission"]
+    except (ValueError, KeyError, TypeError):
+        return  # not the basic-auth app answering (a UI page, a proxy): nothing to check
+    if held not in PERMISSION_LEVELS or PERMISSION_LEVELS.index(held) < PERMISSION_LEVELS.index(needed):
+        raise TrackingAccessDenied(
+            f"MLflow at {uri} gives this account {held} on {what}; it needs {needed} (403): "
+            f"grant it with `python -m credit_risk.accounts` ({ACCESS_DOC})"
+        )
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run, under `base_url` (the server as a browser reaches it)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
@@ -91,6 +196,8 @@ def wait_for_tracking_server(uri: str, timeout_s: float = 60.0) -> MlflowClient:
                 client.search_experiments(max_results=1)
                 return client
             except Exception as e:  # the server is up but refuses us: keep the reason
+                if problem := access_problem(e, uri):
+                    raise TrackingAccessDenied(problem) from None  # waiting will not fix credentials
                 last_error = f"API call refused: {e}"
         else:
             last_error = f"{uri}/health did not answer 200"

@@ -69,7 +69,7 @@ def test_predict_answers_the_seed_payload(served):
     resp = _post(client, SEED_PAYLOAD)
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert set(body) == {"prediction", "probability", "model_version", "prediction_id"}
+    assert set(body) == {"prediction", "probability", "model_version", "prediction_id", "reasons"}
     assert body["model_version"] == version
     assert 0.0 <= body["probability"] <= 1.0
     assert body["prediction"] == int(body["probability"] >= THRESHOLD)

@@ -57,7 +57,11 @@ def test_loader_refuses_a_pickled_model(mlflow_env, model_name, fitted_candidate
 def test_loader_refuses_a_type_the_model_trusts_but_we_do_not(mlflow_env, model_name, candidate_frame):
     # The crafted model lists its own function as trusted in its MLmodel; our list does not.
     X, y = candidate_frame[list(FEATURES)].to_numpy(), candidate_frame[TARGET].to_numpy()
-    pipeline = make_pipeline(CreditFeatures(), FunctionTransformer(_halve), CANDIDATES[1].build(0)).fit(X, y)
+    pipeline = make_pipeline(
+        CreditFeatures(),
+        FunctionTransformer(_halve),
+        CANDIDATES[1].build(0).set_params(model__monotonic_cst=None),
+    ).fit(X, y)
     (extra,) = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))) - set(TRUSTED_TYPES)
     log = lambda: log_sklearn(pipeline, candidate_frame, skops_trusted_types=[*TRUSTED_TYPES, extra])  # noqa: E731
     version = register(mlflow_env, model_name, log)

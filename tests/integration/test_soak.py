@@ -1,6 +1,6 @@
-"""The soak's CI variant: 20 s of mixed traffic with two promotions (bench/soak.py runs 120 s).
+"""The soak's CI variant: 30 s of mixed traffic with two promotions (bench/soak.py runs 120 s).
 
-The prediction-log queue is kept small (5,000 records) so that, within 20 s, it fills and
+The prediction-log queue is kept small (5,000 records) so that, within 30 s, it fills and
 spills to the disk spool: memory stays under the bound that queue size implies, and the
 spilled records still all reach MLflow.
 """
@@ -18,7 +18,7 @@ from support import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOAK = ROOT / "bench" / "soak.py"
-SOAK_COMMAND = [sys.executable, str(SOAK), "--seconds", "20", "--api-env", "PREDICTION_LOG_QUEUE_SIZE=5000"]
+SOAK_COMMAND = [sys.executable, str(SOAK), "--seconds", "30", "--api-env", "PREDICTION_LOG_QUEUE_SIZE=5000"]
 
 
 def test_soak_has_no_5xx_loses_no_log_and_keeps_memory_flat(tmp_path):

@@ -33,6 +33,7 @@ from support import ROOT
 from support.api import SEED_PAYLOAD
 from support.data import synthetic_frame, write_kaggle_csv
 from support.docker_files import dockerfile_cmd, env_example, service_env
+from support.requirements import is_required
 from support.stack import (
     BUCKET,
     POSTGRES_DSN,
@@ -73,7 +74,15 @@ def run_verify(mlflow_url: str, api_url: str, **env: str) -> subprocess.Complete
     return subprocess.run(
         ["./verify_phase2.sh", "--no-docker"],
         cwd=ROOT,
-        env={**os.environ, "MLFLOW_URL": mlflow_url, "API_URL": api_url, "VERIFY_TIMEOUT": "30", **env},
+        # This native stack runs the server without authentication (test_auth.py runs it secured).
+        env={
+            **os.environ,
+            "MLFLOW_URL": mlflow_url,
+            "API_URL": api_url,
+            "VERIFY_TIMEOUT": "30",
+            "VERIFY_EXPECT_AUTH": "0",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -175,14 +184,18 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def backend_store_uri(tmp_path_factory):
-    """A fresh PostgreSQL database for this run; SQLite (with a warning) when PostgreSQL is absent."""
+    """A fresh PostgreSQL database for this run; SQLite (with a warning) when PostgreSQL is absent,
+    except under CI (or REQUIRE_POSTGRES=1), where that is a failure."""
     import psycopg2
 
     try:
         database = postgres_database(prefix="credit_risk_stack")
         uri = database.__enter__()
     except psycopg2.OperationalError as e:
-        reason = f"PostgreSQL not reachable ({POSTGRES_DSN}: {str(e).strip()}): the stack test uses SQLite"
+        reason = f"PostgreSQL not reachable ({POSTGRES_DSN}: {str(e).strip()})"
+        if is_required("postgres"):
+            pytest.fail(f"{reason}; required: CI=true or REQUIRE_POSTGRES=1", pytrace=False)
+        reason += ": the stack test uses SQLite"
         warnings.warn(reason, stacklevel=1)
         log.warning(reason)
         yield f"sqlite:///{tmp_path_factory.mktemp('backend') / 'mlflow.db'}"

@@ -8,6 +8,7 @@ metadata), registered, and moved between stages with the same REST call the MLfl
 from __future__ import annotations
 
 import functools
+import resource
 import signal
 import subprocess
 import sys
@@ -157,13 +158,30 @@ class ApiProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_api_process(env: dict[str, str], log_path: Path, timeout: float = 60.0) -> ApiProcess:
-    """Start the API with `env` on top of ours (API_PORT chosen here) and wait until it is live."""
+def start_api_process(
+    env: dict[str, str], log_path: Path, timeout: float = 120.0, max_file_bytes: int | None = None
+) -> ApiProcess:
+    """Start the API with `env` on top of ours (API_PORT chosen here) and wait until it is live.
+
+    It starts in ~5 s; the 120 s default is for a shared 2-core machine running several suites,
+    where a start took over 60 s (seen while fixing issue 14). Killed if it does not get live.
+
+    `max_file_bytes` sets the process's RLIMIT_FSIZE: a write past it fails with EFBIG, as on a
+    full disk (Python ignores SIGXFSZ, so the write raises OSError instead of killing it).
+    """
     port = free_port()
     full_env = server_env({"API_HOST": "127.0.0.1", "API_PORT": str(port), **env})
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "credit_risk.api"], stdout=out, stderr=subprocess.STDOUT, env=full_env
+            [sys.executable, "-m", "credit_risk.api"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            preexec_fn=limit_file_size if max_file_bytes else None,  # only setrlimit: safe after fork
         )
     api = ApiProcess(process, f"http://127.0.0.1:{port}", log_path)
 
@@ -175,5 +193,11 @@ def start_api_process(env: dict[str, str], log_path: Path, timeout: float = 60.0
         except httpx.HTTPError:
             return False
 
-    wait_until(live, timeout, "the API process to answer /health/live")
+    try:
+        wait_until(live, timeout, "the API process to answer /health/live")
+    except BaseException:
+        if process.poll() is None:  # never leave it running (the session's reaper would fail the run)
+            process.kill()
+            process.wait()
+        raise
     return api

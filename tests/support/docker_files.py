@@ -17,8 +17,27 @@ MLFLOW_VARIABLES = {
 }
 # Read by boto3 inside the tracking server (artifacts in MinIO), not by our code.
 S3_CLIENT_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-PYTHON_VARIABLES = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_DISABLE_PIP_VERSION_CHECK"}
+# GIT_PYTHON_REFRESH: read by GitPython (imported by MLflow), silences its no-git warning.
+PYTHON_VARIABLES = {
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "GIT_PYTHON_REFRESH",
+}
+# Read by libpq inside the tracking server (its auth store's connection, mlflow/basic_auth.ini).
+LIBPQ_VARIABLES = {"PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+# `${VAR:?message}`: compose refuses to start while VAR is unset or empty.
+REQUIRED = re.compile(r"\$\{(\w+):\?([^}]*)\}")
+# What the static checks put in .env for the required variables (the repository holds no real one).
+TEST_SECRETS = {
+    "MLFLOW_ADMIN_PASSWORD": "test-admin-password",
+    "MLFLOW_SECRET_KEY": "test-secret-key-for-the-ui",
+    "TRAINER_MLFLOW_PASSWORD": "test-trainer-password",
+    "API_MLFLOW_PASSWORD": "test-api-password-1",
+    "MLFLOW_UI_USERNAME": "test-person",
+    "MLFLOW_UI_PASSWORD": "test-person-password",
+}
 
 
 def env_example() -> dict[str, str]:
@@ -35,8 +54,14 @@ def interpolate(value: object, variables: dict[str, str]) -> object:
     if isinstance(value, list):
         return [interpolate(v, variables) for v in value]
     if isinstance(value, str):
+        value = REQUIRED.sub(lambda m: variables.get(m[1], ""), value)
         return VARIABLE.sub(lambda m: variables.get(m[1], m[2] or ""), value).replace("$$", "$")
     return value
+
+
+def required_variables() -> dict[str, str]:
+    """The `${VAR:?message}` variables of docker-compose.yml, with their messages."""
+    return {m[1]: m[2] for m in REQUIRED.finditer((ROOT / "docker-compose.yml").read_text())}
 
 
 def compose(variables: dict[str, str] | None = None) -> dict:

@@ -27,6 +27,7 @@ class _ThreadStats:
     statuses: Counter = field(default_factory=Counter)  # (route, status) -> count
     errors: Counter = field(default_factory=Counter)  # (route, exception type) -> count
     answered: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, prediction_id)
+    probabilities: dict[str, float] = field(default_factory=dict)  # prediction_id -> answered probability
     versions: Counter = field(default_factory=Counter)
 
 
@@ -102,6 +103,7 @@ class Load:
                 stats.versions[body["model_version"]] += 1
                 items = body["predictions"] if route == "batch" else [body]
                 stats.answered.extend((received, item["prediction_id"]) for item in items)
+                stats.probabilities.update((item["prediction_id"], item["probability"]) for item in items)
 
     @property
     def statuses(self) -> Counter:
@@ -122,6 +124,14 @@ class Load:
     def answered(self) -> list[tuple[float, str]]:
         """(time received, prediction_id) of every prediction answered with 200, in time order."""
         return sorted(itertools.chain.from_iterable(list(s.answered) for s in self._stats))
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """prediction_id -> the probability answered for it, over all threads."""
+        merged: dict[str, float] = {}
+        for s in self._stats:
+            merged.update(dict(s.probabilities))
+        return merged
 
     @property
     def requests(self) -> int:
@@ -155,12 +165,13 @@ class LoggedPoint:
     prediction_id: str
     step: int
     timestamp: int
+    value: float
 
 
 def logged_predictions(tracking_uri: str, experiment: str) -> list[LoggedPoint]:
     """Every `probability` point in the experiment, named by the prediction_id the API answered."""
     return [
-        LoggedPoint(f"{run.data.tags['api_process']}-{m.step}", m.step, m.timestamp)
+        LoggedPoint(f"{run.data.tags['api_process']}-{m.step}", m.step, m.timestamp, m.value)
         for run, history in metric_histories(tracking_uri, experiment)
         for m in history
     ]

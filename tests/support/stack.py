@@ -27,10 +27,10 @@ from pathlib import Path
 import boto3
 
 from credit_risk.devtools.tracking_server import TrackingServer, free_port, start_tracking_server
+from support.requirements import postgres_bin_dir
 
 # CI's PostgreSQL (trust auth); STACK_POSTGRES_DSN points the tests at another server.
 POSTGRES_DSN = os.environ.get("STACK_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 BUCKET = "mlflow"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -85,13 +85,18 @@ def postgres_database(dsn: str = POSTGRES_DSN, prefix: str = "credit_risk") -> I
 
 
 class PrivatePostgres:
-    """A PostgreSQL 15 instance of our own: its data directory, its socket, a free port.
+    """A PostgreSQL instance of our own: its data directory, its socket, a free port.
 
-    PostgreSQL refuses to run as root; as root it runs as the `postgres` user, and its
-    directory is made with tempfile (pytest's tmp_path is private to root).
+    The binaries are found by `postgres_bin_dir` (any version). PostgreSQL refuses to run as root;
+    as root it runs as the `postgres` user, and its directory is made with tempfile (pytest's
+    tmp_path is private to root).
     """
 
     def __init__(self):
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise FileNotFoundError("initdb/pg_ctl not found ($PG_BIN, PATH, pg_config, /usr/lib/postgresql)")
+        self.bin = bin_dir
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="credit-risk-pg-"))
         self.data = self.root / "data"
@@ -111,18 +116,33 @@ class PrivatePostgres:
     def _pg_ctl(self, *args: str) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-o", options, "-w", *args
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-o",
+            options,
+            "-w",
+            *args,
         )
 
     def start(self) -> None:
         """initdb on first use, start, and create the `mlflow` database."""
         if not self.data.exists():
             self._run(
-                str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
+                str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
             )
             self._pg_ctl("start")
             self._run(
-                str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "mlflow"
+                str(self.bin / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "mlflow",
             )
         else:
             self._pg_ctl("start")

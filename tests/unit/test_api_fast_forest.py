@@ -40,12 +40,32 @@ def test_fast_path_is_bit_identical_to_scikit_learn(deep_pipeline, rows_per_call
     assert np.array_equal(got, deep_pipeline.predict_proba(X)[:, 1])
 
 
-def test_scorer_uses_the_fast_path_for_small_inputs_and_scikit_learn_for_batches(deep_pipeline):
+@pytest.mark.parametrize(
+    ("rows", "scorer"),
+    [
+        (1, "flat-forest"),
+        (fast_forest.MAX_FAST_ROWS, "flat-forest"),
+        (fast_forest.MAX_FAST_ROWS + 1, "scikit-learn"),
+        (200, "scikit-learn"),
+    ],
+)
+def test_scorer_uses_the_fast_path_for_small_inputs_and_scikit_learn_for_batches(
+    deep_pipeline, monkeypatch, rows, scorer
+):
     score, kind = make_scorer(_loaded(deep_pipeline))
     assert kind == "flat-forest"
-    X = probe_rows(200, seed=12)
+    # The outputs are identical either way: watch which one is called.
+    calls: list[str] = []
+    fast, exact = FlatForest.predict_proba, LoadedModel.predict_proba
+    monkeypatch.setattr(
+        FlatForest, "predict_proba", lambda self, X: calls.append("flat-forest") or fast(self, X)
+    )
+    monkeypatch.setattr(
+        LoadedModel, "predict_proba", lambda self, X: calls.append("scikit-learn") or exact(self, X)
+    )
+    X = probe_rows(rows, seed=12)
     assert np.array_equal(score(X), deep_pipeline.predict_proba(X)[:, 1])
-    assert np.array_equal(score(X[:1]), deep_pipeline.predict_proba(X[:1])[:, 1])
+    assert calls == [scorer]
 
 
 @pytest.mark.filterwarnings(

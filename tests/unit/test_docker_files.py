@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from credit_risk.devtools.tracking_server import tracking_server_command
-from credit_risk.settings import ApiSettings, TrainerSettings
+from credit_risk.settings import AccountsSettings, ApiSettings, TrainerSettings
 from support import ROOT
 from support.docker_files import (
     DOCKERFILES,
+    LIBPQ_VARIABLES,
     LONG_RUNNING,
     MLFLOW_VARIABLES,
     PYTHON_VARIABLES,
+    REQUIRED,
     S3_CLIENT_VARIABLES,
+    TEST_SECRETS,
     VARIABLE,
     compose,
     dockerfile_cmd,
@@ -29,6 +32,7 @@ from support.docker_files import (
     env_example,
     service_env,
 )
+from support.requirements import require_tool
 
 # --- hadolint and compose's own validation ------------------------------------------------------------
 
@@ -42,21 +46,31 @@ def test_hadolint_passes(dockerfile):
 
 
 def test_docker_compose_config_validates_the_file(tmp_path):
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("docker-compose not installed (CI installs Debian's package `docker-compose`)")
+    binary = require_tool("docker-compose", "CI installs Debian's package `docker-compose`")
     # A copy away from the repository, so a developer's own .env does not change what is checked.
     for name in ["docker-compose.yml", *DOCKERFILES]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in TEST_SECRETS.items()))
     result = subprocess.run([binary, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
+def test_docker_compose_refuses_to_start_without_the_passwords(tmp_path):
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (CI installs Debian's package `docker-compose`)")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")  # as the README says: cp .env.example .env
+    result = subprocess.run([binary, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "MLFLOW_ADMIN_PASSWORD" in result.stderr or any(k in result.stderr for k in TEST_SECRETS), (
+        result.stderr
+    )
+
+
 def test_verify_script_passes_shellcheck():
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (CI installs Debian's package)")
+    shellcheck = require_tool("shellcheck", "CI installs Debian's package `shellcheck`")
     result = subprocess.run([shellcheck, "verify_phase2.sh"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
@@ -66,7 +80,10 @@ def test_verify_script_passes_shellcheck():
 
 def test_compose_defines_the_stack_services():
     services = compose()["services"]
-    assert set(services) == {"postgres", "minio", "create-bucket", "mlflow", "trainer", "api"}
+    assert set(services) == {
+        *("postgres", "minio", "create-bucket", "mlflow"),
+        *("create-accounts", "trainer", "api"),
+    }
 
 
 @pytest.mark.parametrize("service", LONG_RUNNING)
@@ -97,8 +114,10 @@ def test_depends_on_waits_for_health_and_the_bucket():
         "minio": "service_healthy",
         "create-bucket": "service_completed_successfully",
     }
-    assert conditions["trainer"] == {"mlflow": "service_healthy"}
-    assert conditions["api"] == {"mlflow": "service_healthy"}
+    # The accounts exist before the services that log in with them start.
+    assert conditions["create-accounts"] == {"mlflow": "service_healthy"}
+    assert conditions["trainer"] == {"create-accounts": "service_completed_successfully"}
+    assert conditions["api"] == {"create-accounts": "service_completed_successfully"}
     assert conditions["create-bucket"] == {"minio": "service_healthy"}
     for deps in conditions.values():
         for dep, condition in deps.items():
@@ -138,7 +157,7 @@ def test_api_stop_grace_period_exceeds_its_shutdown_budget():
 
 def test_every_build_points_at_an_existing_dockerfile():
     builds = {n: s["build"] for n, s in compose()["services"].items() if "build" in s}
-    assert set(builds) == {"mlflow", "trainer", "api"}
+    assert set(builds) == {"mlflow", "create-accounts", "trainer", "api"}
     for build in builds.values():
         assert (ROOT / build["context"] / build["dockerfile"]).is_file(), build
 
@@ -168,6 +187,7 @@ def test_mlflow_service_command_is_tracking_server_command():
         port=5000,
         workers=int(value("--workers")),
         allowed_hosts=value("--allowed-hosts"),
+        app_name=value("--app-name"),
     )
     # Ours runs `python -m mlflow server`, the image's entry point `mlflow server`: compare from `server`.
     assert command[command.index("server") :] == expected[expected.index("server") :]
@@ -176,10 +196,11 @@ def test_mlflow_service_command_is_tracking_server_command():
 
 
 def test_mlflow_allows_the_names_clients_use():
-    hosts = set(compose()["services"]["mlflow"]["command"][-1].split(","))
+    command = compose()["services"]["mlflow"]["command"]
+    hosts = set(command[command.index("--allowed-hosts") + 1].split(","))
     assert {"mlflow", "mlflow:5000", "localhost", "localhost:5000", "127.0.0.1:5000"} <= hosts
     moved = compose({"MLFLOW_PORT": "5005"})["services"]["mlflow"]
-    assert "localhost:5005" in moved["command"][-1].split(",")
+    assert "localhost:5005" in moved["command"][command.index("--allowed-hosts") + 1].split(",")
     assert moved["ports"] == ["5005:5000"]
 
 
@@ -202,7 +223,11 @@ def test_mlflow_server_env_turns_off_jobs_and_telemetry_and_points_at_minio():
 
 @pytest.mark.parametrize(
     ("service", "settings", "dockerfile"),
-    [("trainer", TrainerSettings, "Dockerfile.trainer"), ("api", ApiSettings, "Dockerfile.api")],
+    [
+        ("trainer", TrainerSettings, "Dockerfile.trainer"),
+        ("api", ApiSettings, "Dockerfile.api"),
+        ("create-accounts", AccountsSettings, "Dockerfile.trainer"),
+    ],
 )
 def test_every_variable_a_service_sets_is_known_to_its_settings(service, settings, dockerfile):
     known = {name.upper() for name in settings.model_fields} | MLFLOW_VARIABLES
@@ -213,7 +238,7 @@ def test_every_variable_a_service_sets_is_known_to_its_settings(service, setting
 
 def test_every_variable_the_mlflow_server_gets_is_mlflows_or_boto3s():
     passed = set(service_env("mlflow")) | dockerfile_env("mlflow/Dockerfile")
-    known = MLFLOW_VARIABLES | S3_CLIENT_VARIABLES
+    known = MLFLOW_VARIABLES | S3_CLIENT_VARIABLES | LIBPQ_VARIABLES
     known |= PYTHON_VARIABLES
     assert passed <= known, passed - known
 
@@ -221,6 +246,7 @@ def test_every_variable_the_mlflow_server_gets_is_mlflows_or_boto3s():
 def test_env_example_lists_every_compose_variable_with_the_same_default():
     text = (ROOT / "docker-compose.yml").read_text()
     defaults = {m[1]: m[2] for m in VARIABLE.finditer(text)}
+    defaults |= {m[1]: "" for m in REQUIRED.finditer(text)}  # listed, and empty: no default password
     example = env_example()
     assert set(defaults) == set(example)
     assert {k: example[k] for k in defaults} == defaults
@@ -252,7 +278,12 @@ def test_dockerfile_is_pinned_slim_non_root_exec_form(dockerfile):
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.api", "Dockerfile.trainer"])
 def test_dependencies_install_before_the_code_is_copied(dockerfile):
     lines = (ROOT / dockerfile).read_text().splitlines()
-    deps = next(i for i, line in enumerate(lines) if "pip install" in line and "-r requirements.txt" in line)
+    # The API installs only its own subset (requirements-api.txt).
+    deps = next(
+        i
+        for i, line in enumerate(lines)
+        if "pip install" in line and re.search(r"-r requirements(-api)?\.txt", line)
+    )
     code = next(i for i, line in enumerate(lines) if line.startswith("COPY src"))
     assert deps < code
     assert any("pip install --no-cache-dir --no-deps ." in line for line in lines[code:])
@@ -280,7 +311,8 @@ def test_mlflow_image_pins_the_versions_our_requirements_pin():
 
     image = pins(ROOT / "mlflow" / "requirements.txt")
     ours = pins(ROOT / "requirements.txt") | pins(ROOT / "requirements-dev.txt")
-    assert set(image) == {"mlflow", "psycopg2-binary", "boto3"}
+    assert set(image) == {"mlflow[auth]", "Flask-WTF", "WTForms", "psycopg2-binary", "boto3"}
+    image["mlflow"] = image.pop("mlflow[auth]")  # the extra's packages are the pins beside it
     assert {k: ours[k] for k in image} == image
 
 

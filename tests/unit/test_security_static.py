@@ -118,3 +118,83 @@ def test_compose_mlflow_keeps_the_security_middleware_on():
     hosts = command[command.index("--allowed-hosts") + 1]
     assert "*" not in hosts.split(","), hosts
     assert "--disable-security-middleware" not in command
+
+
+# --- the tracking server authenticates (issue 13) ------------------------------------------------------
+
+SECRET_VARIABLES = {
+    *("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD"),
+    *("TRAINER_MLFLOW_PASSWORD", "API_MLFLOW_PASSWORD", "MLFLOW_UI_PASSWORD"),
+}
+
+
+def _compose_raw() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_compose_and_image_run_the_tracking_server_with_basic_auth():
+    command = _compose_raw()["mlflow"]["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    cmd = (ROOT / "mlflow" / "Dockerfile").read_text()
+    assert '"--app-name", "basic-auth"]' in cmd  # the image's own default authenticates too
+    assert "MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini" in cmd
+    assert "COPY mlflow/basic_auth.ini /etc/mlflow/basic_auth.ini" in cmd
+
+
+def test_auth_config_denies_by_default_and_holds_no_secret():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "mlflow" / "basic_auth.ini")
+    section = config["mlflow"]
+    assert section["default_permission"] == "NO_PERMISSIONS"
+    assert section.getboolean("grant_default_workspace_access") is False
+    # PostgreSQL beside the backend store, every connection detail from libpq's PG* variables.
+    assert section["database_uri"] == "postgresql+psycopg2://"
+    assert "admin_password" not in section
+    # The credential cache: short, since a changed password stays valid on another worker that long.
+    assert 0 < section.getint("auth_cache_ttl_seconds") <= 60
+
+
+def test_every_password_in_compose_is_required_and_has_no_default():
+    for name, spec in _compose_raw().items():
+        for key, value in (spec.get("environment") or {}).items():
+            if key in SECRET_VARIABLES:
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {key}={value}"
+
+
+def test_the_admin_password_reaches_only_the_server_and_the_accounts_job():
+    services = _compose_raw()
+    holders = {n for n, s in services.items() if "MLFLOW_ADMIN_PASSWORD" in str(s.get("environment"))}
+    assert holders == {"mlflow", "create-accounts"}
+    for name, own in [("trainer", "TRAINER_MLFLOW_PASSWORD"), ("api", "API_MLFLOW_PASSWORD")]:
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_PASSWORD"].startswith("${" + own + ":?"), name
+        passwords = re.findall(r"\$\{(\w*PASSWORD\w*)", str(env))
+        assert set(passwords) == {own}, f"{name} gets {passwords}"
+
+
+def test_env_example_ships_no_mlflow_password_and_git_ignores_dot_env():
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for name in [
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_SECRET_KEY",
+        "TRAINER_MLFLOW_PASSWORD",
+        "API_MLFLOW_PASSWORD",
+        "MLFLOW_UI_PASSWORD",
+    ]:
+        assert example[name] == "", f".env.example must leave {name} empty"
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_mlflow_passwords_are_secret_strings():
+    for settings in (MlflowClientSettings, TrainerSettings, ApiSettings):
+        field = settings.model_fields["mlflow_tracking_password"]
+        assert "SecretStr" in str(field.annotation), settings.__name__
+    secret = "do-not-show-me"  # noqa: S105 - a test value
+    shown = repr(ApiSettings(mlflow_tracking_uri="http://x", mlflow_tracking_password=secret))
+    assert "do-not-show-me" not in shown

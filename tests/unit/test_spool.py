@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from credit_risk.api.prediction_log import Spool, SpoolBusy
@@ -56,3 +58,37 @@ def test_spool_refuses_a_second_owner(tmp_path):
         Spool(tmp_path)
     spool.close()
     Spool(tmp_path).close()  # free again once the owner is gone
+
+
+class _DiskFillsUp:
+    """The spool's file on a disk that takes `room` more bytes, in short writes, then ENOSPC."""
+
+    def __init__(self, file, room: int):
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:
+        if self._room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = self._file.write(data[: min(len(data), self._room, 100)])
+        self._room -= n
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_a_failed_append_writes_none_of_its_records_and_later_appends_stay_whole(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(_records(1, 3))
+    real = spool._file
+    spool._file = _DiskFillsUp(real, room=250)  # room for some of the next records, not all
+    with pytest.raises(OSError, match="No space"):
+        spool.append(_records(4, 20))
+    spool._file = real  # space again
+    spool.append(_records(24, 2))
+    assert spool.backlog == 5
+    records, offset = spool.read(100)
+    assert [r["seq"] for r in records] == [1, 2, 3, 24, 25]  # no torn fragment glued to 24
+    spool.commit(offset, len(records))
+    assert not spool.pending
+    spool.close()

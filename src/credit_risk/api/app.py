@@ -14,11 +14,13 @@ from starlette.types import ASGIApp
 
 from credit_risk.api.body_limit import DeclaredBodyLimit
 from credit_risk.api.errors import install_error_handlers
-from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StateCollector
+from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StabilityCollector, StateCollector
 from credit_risk.api.model_holder import ModelHolder
 from credit_risk.api.prediction_log import PredictionLogger
-from credit_risk.api.routes import health, model, predict
+from credit_risk.api.routes import health, model, monitoring, outcomes, predict
 from credit_risk.api.schemas import BatchPredictionRequest
+from credit_risk.monitoring.live import StabilityMonitor
+from credit_risk.monitoring.outcome_log import OutcomeLog
 from credit_risk.settings import ApiSettings
 from credit_risk.tracking import configure_mlflow
 
@@ -47,6 +49,11 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         holder = ModelHolder(mlflow_client, settings.model_name, settings.model_poll_seconds)
         plog = PredictionLogger(mlflow_client, settings)
         app.state.holder, app.state.prediction_log = holder, plog
+        # Outcomes join logged predictions, and their spool sits in the log's directory.
+        outcome_log = (
+            OutcomeLog(mlflow_client, settings, plog.process_id, plog.issued) if plog.enabled else None
+        )
+        app.state.outcome_log = outcome_log
         # MLflow, scikit-learn and FastAPI leave ~250k long-lived objects: a full collection
         # walks them all (~120 ms here) and showed up as the p99. Frozen, the GC skips them.
         gc.collect()
@@ -55,6 +62,8 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         # the tracking server is down, and becomes ready by itself once it is up.
         holder.start()
         plog.start()
+        if outcome_log is not None:
+            outcome_log.start()
         log.info(
             "API up: model %s from %s, polling every %.0fs, prediction logging %s",
             settings.model_name,
@@ -66,6 +75,8 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
             yield
         finally:
             holder.stop()
+            if outcome_log is not None:
+                await asyncio.to_thread(outcome_log.close, settings.api_shutdown_seconds / 2)
             # Blocking (it may wait on MLflow): in a thread, the loop keeps closing connections.
             await asyncio.to_thread(plog.close, settings.api_shutdown_seconds)
             log.info("API stopped: prediction log %s", plog.stats())
@@ -82,9 +93,11 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     metrics.add_collector(
         StateCollector(model_version=lambda: _served_version(app), log_stats=lambda: _log_stats(app))
     )
+    app.state.stability = StabilityMonitor(settings.stability_window, settings.stability_monitoring)
+    metrics.add_collector(StabilityCollector(lambda: _stability(app)))
     install_error_handlers(app)
     _document_batch_body(app)
-    for module in (health, model, predict):
+    for module in (health, model, predict, monitoring, outcomes):
         app.include_router(module.router)
     app.include_router(model.protected)
     return app
@@ -113,6 +126,13 @@ def _served_version(app: FastAPI) -> str | None:
     holder: ModelHolder | None = getattr(app.state, "holder", None)
     model = holder.state.model if holder else None
     return model.version if model else None
+
+
+def _stability(app: FastAPI) -> tuple[str, int, dict] | None:
+    holder: ModelHolder | None = getattr(app.state, "holder", None)
+    model = holder.state.model if holder else None
+    found = app.state.stability.figures(model.version) if model else None
+    return (model.version, *found) if found else None
 
 
 def _log_stats(app: FastAPI) -> dict:

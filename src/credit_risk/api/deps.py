@@ -13,6 +13,8 @@ from fastapi import Depends, Request
 from credit_risk.api.metrics import ApiMetrics
 from credit_risk.api.model_holder import ModelHolder
 from credit_risk.api.prediction_log import PredictionLogger
+from credit_risk.monitoring.live import StabilityMonitor
+from credit_risk.monitoring.outcome_log import OutcomeLog
 from credit_risk.settings import ApiSettings
 
 
@@ -36,7 +38,19 @@ def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
+def get_stability(request: Request) -> StabilityMonitor:
+    """The live stability window of the served versions."""
+    return request.app.state.stability
+
+
+def get_outcome_log(request: Request) -> OutcomeLog | None:
+    """The outcome log (None when prediction logging is off: outcomes would have nothing to join)."""
+    return request.app.state.outcome_log
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 LogDep = Annotated[PredictionLogger, Depends(get_prediction_log)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+StabilityDep = Annotated[StabilityMonitor, Depends(get_stability)]
+OutcomeLogDep = Annotated[OutcomeLog | None, Depends(get_outcome_log)]

@@ -103,7 +103,8 @@ def _describe(errors: list[dict]) -> list[dict[str, str]]:
 
 
 async def _api_error_handler(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.detail)
+    # An error may name fields, as a 422 does (the outcomes route names unknown prediction ids).
+    return error_response(exc.status, exc.code, exc.detail, getattr(exc, "fields", None))
 
 
 async def _validation_handler(_: Request, exc: RequestValidationError) -> Response:

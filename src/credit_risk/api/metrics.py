@@ -10,6 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from credit_risk.reasons import REASON_CODES
+
 # Routes whose in-progress count is worth a label of its own (a fixed set: raw paths would let
 # any client grow the label set).
 IN_PROGRESS_ROUTES = frozenset({"/predict", "/predict/batch", "/model/info", "/model/reload"})
@@ -49,6 +51,14 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.reasons = Counter(
+            "credit_risk_reasons",
+            "Reason codes given with predictions, by code (GET /model/reasons lists them).",
+            ["code"],
+            registry=self.registry,
+        )
+        # Every code's child made now: a fixed label set, and each code shows from the start at 0.
+        self._reason_children = {r.code: self.reasons.labels(code=r.code) for r in REASON_CODES}
         self.outcome_0 = self.predictions.labels(outcome="0")
         self.outcome_1 = self.predictions.labels(outcome="1")
         self._children: dict[tuple, tuple] = {}
@@ -59,6 +69,15 @@ class ApiMetrics:
             self.outcome_1.inc(n_positive)
         if n_total - n_positive:
             self.outcome_0.inc(n_total - n_positive)
+
+    def record_reasons(self, reasons: list[list[dict]]) -> None:
+        """Count the reason codes given, one per reason per applicant."""
+        counts: dict[str, int] = {}
+        for row in reasons:
+            for r in row:
+                counts[r["code"]] = counts.get(r["code"], 0) + 1
+        for code, n in counts.items():
+            self._reason_children[code].inc(n)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label lookups cached: they cost more than the inc)."""
@@ -109,6 +128,37 @@ class StateCollector(Collector):
             c = CounterMetricFamily(f"{prefix}_{name}", help_text)
             c.add_metric([], float(stats[f"{name}_total"]))
             yield c
+
+
+class StabilityCollector(Collector):
+    """`credit_risk_psi{feature=...}` of the served version's live window, computed at scrape time.
+
+    The score is the characteristic `feature="score"`, so one alert rule (`credit_risk_psi > 0.25`)
+    watches everything.
+    """
+
+    def __init__(self, figures: Callable[[], tuple[str, int, dict] | None]):
+        self._figures = figures
+
+    def collect(self):
+        """Yield the current values (nothing while no version with a reference has scored)."""
+        found = self._figures()
+        psi = GaugeMetricFamily(
+            "credit_risk_psi",
+            "Population stability index of an input (or feature=score) over the live window.",
+            labels=["feature", "model_version"],
+        )
+        size = GaugeMetricFamily(
+            "credit_risk_stability_window_size", "Predictions in the live stability window."
+        )
+        if found is not None:
+            version, rows, figures = found
+            for name, f in figures.items():
+                if f.psi is not None:
+                    psi.add_metric([name, version], f.psi)
+            size.add_metric([], float(rows))
+        yield psi
+        yield size
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

@@ -7,6 +7,8 @@ reference: a request reads the reference once and predicts with that snapshot, s
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import logging
 import threading
@@ -22,7 +24,10 @@ from credit_risk.api.errors import ModelNotReady
 from credit_risk.api.fast_forest import make_scorer
 from credit_risk.logs import first_line
 from credit_risk.model_io import TEST_METRICS, LoadedModel, ModelRejected, load_model_version
+from credit_risk.monitoring.reference import Reference, load_reference
+from credit_risk.reasons import make_explainer
 from credit_risk.registry import production_version
+from credit_risk.tracking import access_problem
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ class Serving:
     # The model's predict_proba, or the exact fast path for it (fast_forest), and which one.
     score: Callable[[np.ndarray], np.ndarray] | None = None
     scorer: str = ""
+    # Exact contributions for reason codes (credit_risk.reasons); None if the model has none.
+    explainer: object | None = None
+    # The version's stability reference (None for a version trained without one).
+    reference: Reference | None = None
 
 
 class ModelHolder:
@@ -56,6 +65,8 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self.tracking_reachable: bool | None = None
         self.last_poll_at: datetime | None = None
+        # A swap's old version that a request still held when the swap collected: freed next poll.
+        self._collect_again = False
 
     @property
     def state(self) -> Serving:
@@ -77,6 +88,9 @@ class ModelHolder:
     def refresh(self) -> Serving:
         """Ask the registry now; load and swap in a new Production version, or serve nothing."""
         with self._refresh_lock:  # the poll thread and /model/reload never load twice at once
+            if self._collect_again:
+                self._collect_again = False
+                _collect_and_freeze()
             reachable = self._refresh()
             # Published only now, after the state: whoever sees a finished poll sees its outcome.
             self.tracking_reachable = reachable
@@ -88,8 +102,9 @@ class ModelHolder:
         try:
             mv = production_version(self._client, self.model_name)
         except Exception as e:
+            problem = access_problem(e, self._client.tracking_uri, f"registered model '{self.model_name}'")
             if self._state.model is None:
-                self._set(Serving(None, f"the model registry is unreachable: {first_line(e)}"))
+                self._set(Serving(None, problem or f"the model registry is unreachable: {first_line(e)}"))
             else:
                 # The registry cannot say the version left Production, so it stays: a dead
                 # tracking server must not take predictions down with it.
@@ -110,12 +125,15 @@ class ModelHolder:
             self._set(Serving(None, f"Production version {mv.version} cannot be served: {e}"))
             return True
         except Exception as e:  # the registry or artifact store failed mid-load
-            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {first_line(e)}"))
+            uri = self._client.tracking_uri
+            why = access_problem(e, uri, f"version {mv.version}'s artifacts") or first_line(e)
+            self._set(Serving(None, f"Production version {mv.version} could not be loaded: {why}"))
             return True
         score, scorer = make_scorer(model)
+        explainer = _explainer(model)
         metrics = MappingProxyType(self._run_metrics(model.run_id))
-        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer))
-        gc.freeze()  # the new model's objects live long too: keep them out of the GC's walks
+        reference = load_reference(self._client, model.run_id)
+        self._set(Serving(model, "", datetime.now(UTC), metrics, score, scorer, explainer, reference))
         return True
 
     def _run_metrics(self, run_id: str) -> dict[str, float]:
@@ -133,6 +151,10 @@ class ModelHolder:
             log.info("now serving %s version %s (%s)", state.model.name, state.model.version, state.scorer)
         elif old.model is not None or old.reason != state.reason:
             log.warning("serving nothing: %s", state.reason)
+        if old.model is not None or state.model is not None:
+            del old
+            _collect_and_freeze()
+            self._collect_again = True
 
     def start(self) -> None:
         """Poll the registry in a daemon thread: at once, then every poll interval."""
@@ -153,3 +175,29 @@ class ModelHolder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _explainer(model: LoadedModel):
+    # The gate refuses a version without exact reasons; one promoted by hand is served without.
+    try:
+        return make_explainer(model.pipeline)
+    except (TypeError, ValueError, AttributeError) as e:
+        log.warning("version %s: no reason codes (%s)", model.version, e)
+        return None
+
+
+def _collect_and_freeze() -> None:
+    """After a swap: free the old version, then freeze what is left (the new one) out of the GC's walks.
+
+    Frozen objects are in no collection, and a version's objects hold reference cycles: a version
+    frozen while it served was never freed once replaced, so every swap leaked the old model and
+    its explainer (bench/soak.py: +32 MiB a swap with the test models). Unfrozen first, one full
+    collection frees it; one that an in-flight request still held is freed at the next poll.
+    The heap's free pages then go back to the OS (glibc; elsewhere nothing): loading frees tens
+    of MiB of temporaries (the explainer's per-tree tables, the artifact's bytes).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

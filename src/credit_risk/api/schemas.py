@@ -86,6 +86,23 @@ class BatchPredictionRequest(BaseModel):
     records: list[PredictionRequest] = Field(min_length=1)
 
 
+class Reason(BaseModel):
+    """A principal reason for the decision: a factor that raised this applicant's risk."""
+
+    code: str = Field(description="Stable reason code (GET /model/reasons lists them all).")
+    feature: str = Field(description="The applicant's field it comes from.")
+    text: str = Field(description="Adverse-action wording.")
+    value: float | None = Field(description="The applicant's value of that field (null: not reported).")
+    contribution: float = Field(description="How much it raised the risk, in log-odds (exact for the model).")
+
+
+_REASONS = Field(
+    default_factory=list,
+    description="Up to MAX_REASONS factors that raised the risk, largest first: for every decline "
+    "(prediction 1), and for approvals too with ?explain=true.",
+)
+
+
 class PredictionResponse(BaseModel):
     """The model's answer for one applicant."""
 
@@ -93,6 +110,7 @@ class PredictionResponse(BaseModel):
     probability: float = Field(description="Probability of serious delinquency within two years.")
     model_version: str
     prediction_id: str = Field(description="Unique id; also the step of this prediction in the MLflow log.")
+    reasons: list[Reason] = _REASONS
 
 
 class BatchItem(BaseModel):
@@ -101,6 +119,7 @@ class BatchItem(BaseModel):
     prediction: int
     probability: float
     prediction_id: str
+    reasons: list[Reason] = _REASONS
 
 
 class BatchPredictionResponse(BaseModel):
@@ -151,3 +170,19 @@ class ErrorResponse(BaseModel):
     error: str
     detail: str
     fields: list[dict[str, str]] | None = None
+
+
+class ReasonCodeInfo(BaseModel):
+    """One row of the reason-code table."""
+
+    code: str
+    feature: str
+    text: str
+
+
+class ReasonCodesResponse(BaseModel):
+    """The reason codes the API gives, their adverse-action wording, and the rules for giving them."""
+
+    max_reasons: int = Field(description="At most this many reasons per applicant (MAX_REASONS).")
+    elderly_age: int = Field(description="Age is never a reason for an applicant this old or older.")
+    codes: list[ReasonCodeInfo]

@@ -135,7 +135,10 @@ def banner(mlflow_url: str, api_url: str, api_key: str | None) -> str:
             f"  API docs    {api_url}/docs",
             f"  model info  curl -s {api_url}/model/info",
             f"  predict     {curl}",
-            f"  verify      MLFLOW_URL={mlflow_url} API_URL={api_url} ./verify_phase2.sh --no-docker",
+            f"  verify      VERIFY_EXPECT_AUTH=0 MLFLOW_URL={mlflow_url} API_URL={api_url} "
+            "./verify_phase2.sh --no-docker",
+            "  MLflow authentication is OFF here: a laptop stack, bound to 127.0.0.1. The Docker stack",
+            "  turns it on (docs/access-control.md); expose nothing started by `make run`.",
             "",
         ]
     )

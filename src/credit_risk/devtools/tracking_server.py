@@ -38,9 +38,15 @@ def tracking_server_command(
     port: int = 5000,
     workers: int = 1,
     allowed_hosts: str | None = None,
+    app_name: str | None = None,
 ) -> list[str]:
-    """The `mlflow server` command line; the compose service passes the same flags."""
+    """The `mlflow server` command line; the compose service passes the same flags.
+
+    `app_name="basic-auth"` turns on MLflow's authentication (the compose stack's), configured by
+    the file MLFLOW_AUTH_CONFIG_PATH names in the server's environment.
+    """
     hosts = allowed_hosts or f"localhost,localhost:{port},127.0.0.1,127.0.0.1:{port}"
+    auth = ["--app-name", app_name] if app_name else []
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_store_uri,
@@ -50,6 +56,7 @@ def tracking_server_command(
         "--port", str(port),
         "--workers", str(workers),
         "--allowed-hosts", hosts,
+        *auth,
     ]  # fmt: skip
 
 
@@ -78,10 +85,11 @@ def launch_tracking_server(
     log_path: Path,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    app_name: str | None = None,
 ) -> TrackingServer:
     """Start `mlflow server` in its own process group without waiting for it to be healthy."""
     port = port or free_port()
-    cmd = tracking_server_command(backend_store_uri, artifacts_destination, port=port)
+    cmd = tracking_server_command(backend_store_uri, artifacts_destination, port=port, app_name=app_name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own command line
@@ -97,9 +105,10 @@ def start_tracking_server(
     port: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    app_name: str | None = None,
 ) -> TrackingServer:
     """Start `mlflow server` in its own process group and wait until it is healthy."""
-    server = launch_tracking_server(backend_store_uri, artifacts_destination, log_path, port, env)
+    server = launch_tracking_server(backend_store_uri, artifacts_destination, log_path, port, env, app_name)
     try:
         wait_healthy(server.url, timeout, server.process)
     except Exception as e:

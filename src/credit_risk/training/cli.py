@@ -10,7 +10,8 @@ Exit codes:
        the artifact store behind the tracking server down)
     2  the CSV cannot be read or failed validation (nothing is logged)
     3  the tracking server is not configured, did not answer within the wait, or went away
-       mid-run (the run is left unfinished; a version registered before that stays unpromoted)
+       mid-run (the run is left unfinished; a version registered before that stays unpromoted);
+       or it refused the credentials (401) or a permission (403), named on stderr
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from credit_risk.logs import first_line, setup_logging
 from credit_risk.settings import PromoteMode, TrainerSettings
-from credit_risk.tracking import TrackingServerUnavailable, wait_healthy
+from credit_risk.tracking import TrackingAccessDenied, TrackingServerUnavailable, access_problem, wait_healthy
 from credit_risk.training.pipeline import train
 from credit_risk.training.validation import DataValidationError
 
@@ -102,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     except DataValidationError as e:
         log.error("%s", e)
         return EXIT_BAD_DATA
-    except TrackingServerUnavailable as e:
+    except (TrackingServerUnavailable, TrackingAccessDenied) as e:
         log.error("%s", e)
         return EXIT_NO_SERVER
     except Exception as e:
+        if problem := access_problem(e, settings.mlflow_tracking_uri):
+            log.error(
+                "%s; the trainer needs EDIT on experiment '%s' and on registered model '%s'",
+                problem,
+                settings.experiment,
+                settings.model_name,
+            )
+            return EXIT_NO_SERVER
         if _artifact_store_failed(e, settings.mlflow_tracking_uri):
             log.error(
                 "uploading artifacts through the MLflow tracking server at %s failed while the server "

@@ -62,9 +62,10 @@ def feature_importance(pipeline, X: np.ndarray, y: np.ndarray, seed: int) -> dic
     return {name: float(v) for name, v in zip(FEATURES, result.importances_mean, strict=True)}
 
 
-def _figure(title: str) -> tuple[Figure, Axes]:
+def _figure(title: str, figsize: tuple[float, float] = (6, 5)) -> tuple[Figure, Axes]:
     # A bare Figure, not pyplot: no global figure registry to leak, no display backend needed.
-    fig = Figure(figsize=(6, 5), dpi=100)
+    # Constrained layout keeps the title and long tick labels inside the image.
+    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
     ax = fig.subplots()
     ax.set_title(title)
     return fig, ax
@@ -82,13 +83,17 @@ def plots(y_true: np.ndarray, proba: np.ndarray, importance: dict[str, float]) -
     figures["precision_recall_curve.png"] = fig
 
     fig, ax = _figure("Calibration (test split, quantile bins)")
-    CalibrationDisplay.from_predictions(y_true, proba, n_bins=10, strategy="quantile", ax=ax)
+    display = CalibrationDisplay.from_predictions(y_true, proba, n_bins=10, strategy="quantile", ax=ax)
+    # Every probability is far below 1 here (under 0.4 on the real file): zoom to the data, or
+    # the curve is a smudge in the bottom-left corner of the unit square.
+    upper = min(1.0, 1.1 * float(max(display.prob_pred.max(), display.prob_true.max())))
+    ax.set_xlim(0, upper)
+    ax.set_ylim(0, upper)
     figures["calibration_curve.png"] = fig
 
-    fig, ax = _figure("Permutation importance (drop in test AUC)")
+    fig, ax = _figure("Permutation importance (drop in test AUC)", figsize=(9, 5))
     ranked = sorted(importance.items(), key=lambda kv: kv[1])
     ax.barh([k for k, _ in ranked], [v for _, v in ranked])
     ax.set_xlabel("mean AUC drop when shuffled")
-    fig.tight_layout()
     figures["feature_importance.png"] = fig
     return figures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,13 +56,17 @@ def evaluate_champion(client: MlflowClient, name: str, X_test: np.ndarray, y_tes
     return Champion(current.version, auc, f"Production version {current.version}")
 
 
-def decide(mode: PromoteMode, roc_auc: float, min_auc: float, champion: Champion) -> Decision:
-    """Promote when forced, or when the challenger clears the floor and matches the champion."""
+def decide(
+    mode: PromoteMode, roc_auc: float, min_auc: float, champion: Champion, compliance: Sequence[str] = ()
+) -> Decision:
+    """Promote when forced, or when the challenger clears the floor, matches the champion and
+    passes the compliance checks (`compliance`: what failed, training/compliance.py)."""
     if mode == "never":
         return Decision(SKIPPED, "--promote never: registered only")
     if mode == "always":
-        return Decision(PROMOTED, f"--promote always (test AUC {roc_auc:.4f}, gate not applied)")
-    failures = []
+        failed = f"; compliance checks failed: {'; '.join(compliance)}" if compliance else ""
+        return Decision(PROMOTED, f"--promote always (test AUC {roc_auc:.4f}, gate not applied){failed}")
+    failures = list(compliance)
     if roc_auc < min_auc:
         failures.append(f"test AUC {roc_auc:.4f} is below the minimum {min_auc:.4f}")
     if champion.roc_auc is not None and roc_auc < champion.roc_auc:

@@ -2,7 +2,8 @@
 
 Stages, each logged with its duration: load and validate the CSV, fingerprint it (SHA256),
 connect to the tracking server, fit the candidates (one nested run each), evaluate the best
-on the test split, log the model (skops), register it, then the promotion gate.
+on the test split, log the stability reference (bins and counts of the training split), log
+the model (skops), register it, then the promotion gate.
 
 The CSV is validated before the tracking server is contacted: a bad file raises
 DataValidationError and creates no run and no model version.
@@ -22,17 +23,26 @@ import mlflow
 import mlflow.data
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from credit_risk.features import FEATURES, TARGET
 from credit_risk.model_io import log_model
+from credit_risk.monitoring.reference import REFERENCE_ARTIFACT, Reference, card_section
 from credit_risk.registry import promote
 from credit_risk.settings import TrainerSettings
-from credit_risk.tracking import configure_mlflow, get_or_create_experiment, wait_for_tracking_server
-from credit_risk.training import evaluation
+from credit_risk.tracking import (
+    configure_mlflow,
+    get_or_create_experiment,
+    require_permission,
+    run_url,
+    wait_for_tracking_server,
+)
+from credit_risk.training import evaluation, model_card
 from credit_risk.training.candidates import CANDIDATES, Candidate, Split, choose_threshold, split_dataset
+from credit_risk.training.compliance import check_compliance, probe_sample
 from credit_risk.training.data import fingerprint, load_dataset
 from credit_risk.training.gate import Champion, Decision, decide, evaluate_champion
 from credit_risk.training.validation import ValidationReport
@@ -91,6 +101,7 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
     with stage("connect"):
         client = wait_for_tracking_server(settings.mlflow_tracking_uri, settings.mlflow_wait_seconds)
         experiment_id = get_or_create_experiment(client, settings.experiment)
+        _check_access(client, experiment_id, settings)
     split = split_dataset(data.typed, settings.seed)
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{data.sha256[:12]}") as run:
@@ -98,16 +109,37 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         with stage("log inputs"):
             _log_inputs(data, split, settings)
         with stage("candidates"):
-            best = _fit_candidates(split, settings.seed, experiment_id)
+            best, val_aucs = _fit_candidates(split, settings.seed, experiment_id)
         with stage("evaluate"):
             metrics, threshold = _evaluate(best, split, settings.seed)
+        with stage("stability reference"):
+            reference = _log_stability_reference(best, split, data.sha256)
         with stage("log model"):
             example = pd.DataFrame(split.X_train[:5], columns=list(FEATURES))
             model_info = log_model(best.pipeline, example, threshold, data.sha256)
         with stage("register"):
             version = _register(model_info.model_uri, settings.model_name, data.sha256, threshold)
+        with stage("compliance"):
+            report, compliance = check_compliance(best.pipeline, probe_sample(split.X_test))
+            mlflow.log_dict(report.to_dict(), "compliance.json")
+            mlflow.set_tag("monotonicity", "passed" if report.passed else "failed")
         with stage("promotion gate"):
-            decision = _promotion_gate(client, run_id, version, metrics["roc_auc"], split, settings)
+            decision = _promotion_gate(
+                client, run_id, version, metrics["roc_auc"], split, settings, compliance
+            )
+        with stage("model card"):
+            card = model_card.build(
+                model_card.CardInputs(
+                    settings.model_name, version, run_id, best.candidate.name, val_aucs, threshold, metrics,
+                    split.y_test, best.pipeline.predict_proba(split.X_test)[:, 1], data.sha256,
+                    data.report.rows, data.report.target_rate, [str(w) for w in data.report.warnings],
+                    report, compliance, decision.decision, decision.reason, card_section(reference),
+                )
+            )  # fmt: skip
+            mlflow.log_text(card, "model_card.md")
+            client.update_model_version(
+                settings.model_name, version, description=model_card.description(card, run_id)
+            )
 
     log.info(
         "run %s: %s version %s %s (%s)",
@@ -117,9 +149,27 @@ def _train(csv_path: Path, settings: TrainerSettings) -> TrainingResult:
         decision.decision,
         decision.reason,
     )
+    # Last, so the user's link is the final line (MLflow's own "View run" lines name the server as
+    # the trainer reaches it, e.g. http://mlflow:5000 inside compose).
+    public_url = settings.mlflow_public_url or settings.mlflow_tracking_uri
+    if public_url.startswith(("http://", "https://")):  # a local store (sqlite, file) has no UI to link
+        log.info("view the run at %s", run_url(public_url, experiment_id, run_id))
     return TrainingResult(
         run_id, settings.model_name, version, best.candidate.name, metrics, threshold, decision
     )
+
+
+def _check_access(client: MlflowClient, experiment_id: str, settings: TrainerSettings) -> None:
+    """Fail before training, naming the resource, when the account could not log, register or promote."""
+    uri, name = settings.mlflow_tracking_uri, settings.model_name
+    require_permission(uri, "experiment", experiment_id, "EDIT", f"experiment '{settings.experiment}'")
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return  # registering the first version creates it, and makes us its manager
+        raise
+    require_permission(uri, "registered_model", name, "EDIT", f"registered model '{name}'")
 
 
 def _load(csv_path: Path) -> _Dataset:
@@ -164,14 +214,16 @@ def _log_inputs(data: _Dataset, split: Split, settings: TrainerSettings) -> None
         mlflow.log_input(dataset, context="training", tags={"dataset_hash": data.sha256})
 
 
-def _fit_candidates(split: Split, seed: int, experiment_id: str) -> _Fitted:
-    """Fit every candidate in a nested run; the best validation AUC wins (ties: the earlier one)."""
+def _fit_candidates(split: Split, seed: int, experiment_id: str) -> tuple[_Fitted, dict[str, float]]:
+    """Fit every candidate in a nested run; the best validation AUC wins (ties: the earlier one).
+
+    Returns the winner and every candidate's validation AUC (for the model card)."""
     fitted = [_fit_candidate(c, split, seed, experiment_id) for c in CANDIDATES]
     best = max(fitted, key=lambda f: f.val_auc)
     mlflow.log_params(
         {"model": best.candidate.name, **{f"model.{k}": v for k, v in best.candidate.params.items()}}
     )
-    return best
+    return best, {f.candidate.name: f.val_auc for f in fitted}
 
 
 def _fit_candidate(candidate: Candidate, split: Split, seed: int, experiment_id: str) -> _Fitted:
@@ -214,6 +266,19 @@ def _evaluate(best: _Fitted, split: Split, seed: int) -> tuple[dict[str, float],
     return metrics, threshold
 
 
+def _log_stability_reference(best: _Fitted, split: Split, dataset_hash: str) -> Reference:
+    """Bins and counts of the training split and its scores, which live PSI is measured against.
+
+    Returned for the model card: `monitoring.reference.card_section(reference)` is its section.
+    """
+    scores = best.pipeline.predict_proba(split.X_train)[:, 1]
+    reference = Reference.from_training(
+        split.X_train, scores, {"source": "training split", "dataset_hash": dataset_hash}
+    )
+    mlflow.log_dict(reference.to_dict(), REFERENCE_ARTIFACT)
+    return reference
+
+
 def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: float) -> str:
     """Register the logged model as a new version; the run is tagged with it."""
     version = mlflow.register_model(
@@ -224,9 +289,15 @@ def _register(model_uri: str, model_name: str, dataset_hash: str, threshold: flo
 
 
 def _promotion_gate(
-    client: MlflowClient, run_id: str, version: str, roc_auc: float, split: Split, settings: TrainerSettings
+    client: MlflowClient,
+    run_id: str,
+    version: str,
+    roc_auc: float,
+    split: Split,
+    settings: TrainerSettings,
+    compliance: list[str],
 ) -> Decision:
-    """Decide, tag the run and the version with the decision, and promote when it says so."""
+    """Decide (`compliance`: the failed compliance checks), tag the run and the version, maybe promote."""
     name = settings.model_name
     champion = (
         evaluate_champion(client, name, split.X_test, split.y_test)
@@ -235,7 +306,7 @@ def _promotion_gate(
     )
     if champion.roc_auc is not None:
         mlflow.log_metric("champion_roc_auc", champion.roc_auc)
-    decision = decide(settings.promote, roc_auc, settings.min_auc, champion)
+    decision = decide(settings.promote, roc_auc, settings.min_auc, champion, compliance)
     tags = {"promotion_decision": decision.decision, "promotion_reason": decision.reason}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)

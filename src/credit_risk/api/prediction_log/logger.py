@@ -40,6 +40,9 @@ class PredictionLogger:
         self._overflow_logged_at = 0.0
         self.tracking_ok: bool | None = None
         self._stop = threading.Event()
+        # Set by close(): the final flush writes to MLflow until then and spools the rest, so a
+        # slow tracking server cannot keep records in flight past the shutdown budget (issue 14).
+        self._final_deadline: float | None = None
         self._thread: threading.Thread | None = None
         self._spool: Spool | None = None
         self._sink: MlflowSink | None = None
@@ -53,8 +56,19 @@ class PredictionLogger:
         pid = self.process_id
         return [prediction_id(pid, s) for s in range(seq0, seq0 + n)]
 
+    def issued(self, prediction_id: str) -> bool:
+        """True when this process answered with `prediction_id` and logs it (outcomes check ids so)."""
+        process, _, seq = prediction_id.partition("-")
+        return self.enabled and process == self.process_id and seq.isdigit() and 0 < int(seq) < self._next_seq
+
     def submit(
-        self, model_name: str, version: str, X: np.ndarray, probs: np.ndarray, preds: np.ndarray
+        self,
+        model_name: str,
+        version: str,
+        X: np.ndarray,
+        probs: np.ndarray,
+        preds: np.ndarray,
+        reasons: list[list[dict]] | None = None,
     ) -> int:
         """Number the predictions and queue them; returns the first sequence number. Never waits."""
         n = len(probs)
@@ -66,7 +80,7 @@ class PredictionLogger:
             full = self._queued + n > self._queue_size
             if not full:
                 self._queued += n
-        block = Block(seq0, time.time_ns() // 1_000_000, model_name, version, X, probs, preds)
+        block = Block(seq0, time.time_ns() // 1_000_000, model_name, version, X, probs, preds, reasons)
         if full:
             # Overflow goes to disk rather than waiting or dropping; it lands ahead of what
             # is still queued, but every record keeps its own step so MLflow orders them.
@@ -142,7 +156,7 @@ class PredictionLogger:
         self.tracking_ok = True
         self._backoff = 1.0
 
-    def _cycle(self, replay_budget_s: float = 10.0) -> None:
+    def _cycle(self, replay_budget_s: float = 10.0, deadline: float | None = None) -> None:
         records = self._take()
         now = time.monotonic()
         if records:
@@ -150,7 +164,7 @@ class PredictionLogger:
                 if self._spool.pending or now < self._retry_at:
                     self._to_spool(records)  # behind the spool, to keep the order
                 else:
-                    rest = self._sink.write(records)
+                    rest = self._sink.write(records, deadline)
                     if rest:
                         self._to_spool(rest)
                         self._down(now)
@@ -159,7 +173,8 @@ class PredictionLogger:
             finally:
                 self._release(len(records))
         if self._spool.pending and time.monotonic() >= self._retry_at:
-            self._replay(time.monotonic() + replay_budget_s)
+            replay_until = time.monotonic() + replay_budget_s
+            self._replay(replay_until if deadline is None else min(replay_until, deadline))
         if time.monotonic() >= self._retry_at and not self._sink.upload_chunks():
             self._down(time.monotonic())
 
@@ -181,7 +196,7 @@ class PredictionLogger:
     def _final_cycle(self) -> None:
         """On shutdown: log what is queued, or spool it when the tracking server is down."""
         try:
-            self._cycle(replay_budget_s=5.0)
+            self._cycle(replay_budget_s=5.0, deadline=self._final_deadline)
             if time.monotonic() >= self._retry_at:
                 self._sink.upload_chunks(seal_all=True)
                 self._sink.finish_runs()
@@ -197,6 +212,8 @@ class PredictionLogger:
         """Flush the queue to MLflow (or to the spool) and stop the worker."""
         if not self.enabled:
             return
+        # Most of the budget for writing to MLflow, the rest for spooling what is left.
+        self._final_deadline = time.monotonic() + 0.75 * timeout
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

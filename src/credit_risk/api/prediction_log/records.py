@@ -25,10 +25,12 @@ class Block:
     X: np.ndarray
     probs: np.ndarray
     preds: np.ndarray
+    # Per row, the reasons given (credit_risk.reasons.reasons_for), or None when none were computed.
+    reasons: list[list[dict]] | None = None
 
 
 def expand(block: Block, process_id: str) -> list[dict]:
-    """One record per row: ids, model, inputs (NaN becomes null in JSON), probability, prediction."""
+    """One record per row: ids, model, inputs (NaN becomes null in JSON), probability, prediction, reasons."""
     rows = block.X.tolist()
     probs = block.probs.tolist()
     preds = block.preds.tolist()
@@ -46,5 +48,9 @@ def expand(block: Block, process_id: str) -> list[dict]:
         record.update(zip(FEATURES, row, strict=True))  # NaN becomes null in JSON
         record["probability"] = p
         record["prediction"] = int(y)
+        if block.reasons is not None:
+            record["reasons"] = [
+                {"code": r["code"], "contribution": r["contribution"]} for r in block.reasons[i]
+            ]
         out.append(record)
     return out

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from credit_risk.logs import first_line
 from credit_risk.settings import ApiSettings
-from credit_risk.tracking import get_or_create_experiment
+from credit_risk.tracking import access_problem, get_or_create_experiment
 
 log = logging.getLogger("credit_risk.api.prediction_log")
 
@@ -59,6 +59,12 @@ class MlflowSink:
             else None
         )
         self._session = requests.Session()
+        # This session only ever posts to the tracking server: the API's own account, as basic auth.
+        if settings.mlflow_tracking_username and settings.mlflow_tracking_password:
+            self._session.auth = (
+                settings.mlflow_tracking_username,
+                settings.mlflow_tracking_password.get_secret_value(),
+            )
         self._http_timeout = settings.mlflow_http_request_timeout
         self._experiment = settings.prediction_experiment
         self._experiment_id: str | None = None
@@ -120,10 +126,13 @@ class MlflowSink:
             with contextlib.suppress(Exception):  # cosmetic: the run's status only
                 self._client.set_terminated(run_id)
 
-    def write(self, records: list[dict]) -> list[dict]:
-        """Log records in order; return those not logged (from the first failure on)."""
+    def write(self, records: list[dict], deadline: float | None = None) -> list[dict]:
+        """Log records in order; return those not logged (from the first failure on, or from
+        the first batch that would start after `deadline`, a time.monotonic() value)."""
         i = 0
         while i < len(records):
+            if deadline is not None and time.monotonic() >= deadline:
+                return records[i:]
             key = self._run_key(records[i])
             j = i
             while j < len(records) and j - i < RECORDS_PER_BATCH and self._run_key(records[j]) == key:
@@ -134,7 +143,8 @@ class MlflowSink:
                 self._log_batch(run_id, group)
             except Exception as e:
                 self._runs.pop(key, None)  # found again by its tag on the next try
-                log.warning("prediction log: tracking server failed (%s); spooling", first_line(e))
+                why = access_problem(e, self._client.tracking_uri, f"experiment '{self._experiment}'")
+                log.warning("prediction log: tracking server failed (%s); spooling", why or first_line(e))
                 return records[i:]
             self.logged += len(group)
             self._append_chunk(run_id, group)
@@ -161,7 +171,9 @@ class MlflowSink:
             timeout=self._http_timeout,
         )
         if resp.status_code != 200:
-            raise RuntimeError(f"log-batch answered {resp.status_code}: {resp.text[:300]}")
+            # With the response attached, so a 401/403 is told apart from an outage (access_problem).
+            message = f"log-batch answered {resp.status_code}: {resp.text[:300]}"
+            raise requests.HTTPError(message, response=resp)
 
     def _append_chunk(self, run_id: str, records: list[dict]) -> None:
         chunk = self._chunks.get(run_id)

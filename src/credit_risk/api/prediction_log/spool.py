@@ -34,7 +34,8 @@ class Spool:
         self._path = directory / "pending.jsonl"
         self._cursor_path = directory / "pending.cursor"
         self._lock = threading.Lock()
-        self._file = open(self._path, "ab")  # noqa: SIM115 - kept open for appends
+        # Unbuffered: a failed append must leave nothing behind in a buffer (see append).
+        self._file = open(self._path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
         self._size = self._file.tell()
         try:
             self._offset = min(int(self._cursor_path.read_text()), self._size)
@@ -53,12 +54,20 @@ class Spool:
         return self._offset < self._size
 
     def append(self, records: list[dict]) -> None:
-        """Add records at the end (flushed to the OS, so they survive a crash of this process)."""
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        """Add records at the end (written to the OS, so they survive a crash of this process).
+
+        OSError (a full disk) when they cannot all be written: then none of them is, so the
+        caller can count them as dropped and the file holds whole records only (issue 14).
+        """
+        data = memoryview(b"".join(orjson.dumps(r) + b"\n" for r in records))
         with self._lock:
-            self._file.write(data)
-            self._file.flush()
-            self._size += len(data)
+            try:
+                while data:
+                    data = data[self._file.write(data) :]  # a short write returns what it took
+            except OSError:
+                os.ftruncate(self._file.fileno(), self._size)  # drop the torn part written so far
+                raise
+            self._size = os.fstat(self._file.fileno()).st_size
             self.backlog += len(records)
 
     def read(self, max_records: int) -> tuple[list[dict], int]:

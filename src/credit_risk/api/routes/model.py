@@ -6,10 +6,11 @@ import asyncio
 
 from fastapi import APIRouter
 
-from credit_risk.api.deps import HolderDep
+from credit_risk.api.deps import HolderDep, SettingsDep
 from credit_risk.api.routes import NOT_READY, protected_router
-from credit_risk.api.schemas import ModelInfo, StatusResponse
+from credit_risk.api.schemas import ModelInfo, ReasonCodeInfo, ReasonCodesResponse, StatusResponse
 from credit_risk.features import FEATURES
+from credit_risk.reasons import ELDERLY_AGE, reason_table
 from credit_risk.registry import PRODUCTION
 
 router = APIRouter(tags=["model"])
@@ -31,6 +32,16 @@ async def model_info(holder: HolderDep) -> ModelInfo:
         metrics=dict(state.metrics),
         feature_names=list(FEATURES),
         loaded_at=state.loaded_at,
+    )
+
+
+@router.get("/model/reasons")
+async def model_reasons(settings: SettingsDep) -> ReasonCodesResponse:
+    """The reason codes a decline can carry and their adverse-action wording (credit_risk.reasons)."""
+    return ReasonCodesResponse(
+        max_reasons=settings.max_reasons,
+        elderly_age=ELDERLY_AGE,
+        codes=[ReasonCodeInfo(**row) for row in reason_table()],
     )
 
 

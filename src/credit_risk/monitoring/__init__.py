@@ -1,0 +1,1 @@
+"""Watching the model in production: stability against the training split, and realized performance."""

@@ -1,0 +1,115 @@
+"""Reading the prediction log back from MLflow: the JSON-lines chunks of one model version.
+
+The API writes them (api/prediction_log, docs/prediction-log.md) as artifacts
+`predictions/predictions-<process>-<first step>.jsonl` of runs tagged `model_name` and
+`model_version` in the prediction experiment. A record may reach a chunk twice only if an
+upload was retried after its answer was lost; records are kept once per `prediction_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+from mlflow.tracking import MlflowClient
+
+from credit_risk.features import FEATURES
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "predictions"  # api/prediction_log/sink.py writes here
+PROGRESS_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class LoggedPredictions:
+    """Logged predictions of one version, in time order."""
+
+    ids: list[str]
+    ts_ms: np.ndarray
+    X: np.ndarray
+    probability: np.ndarray
+    prediction: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _runs(client: MlflowClient, experiment_id: str, model_name: str, version: str) -> list:
+    runs, token = [], None
+    query = f"tags.model_name = '{model_name}' and tags.model_version = '{version}'"
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            query,
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _chunk_paths(client: MlflowClient, run_id: str) -> list[str]:
+    paths = [f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR) if f.path.endswith(".jsonl")]
+    return sorted(paths, reverse=True)  # the newest (highest first step) first
+
+
+def read_predictions(
+    client: MlflowClient,
+    experiment_id: str,
+    model_name: str,
+    version: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    last: int | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> LoggedPredictions:
+    """The version's logged predictions in [since_ms, until_ms), or its last `last` ones."""
+    records: dict[str, tuple] = {}
+    runs = [
+        r
+        for r in _runs(client, experiment_id, model_name, version)
+        if until_ms is None or r.info.start_time < until_ms
+    ]
+    chunks = [(r.info.run_id, p) for r in runs for p in _chunk_paths(client, r.info.run_id)]
+    started = last_line = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="credit-risk-monitor-") as tmp:
+        for i, (run_id, path) in enumerate(chunks, 1):
+            local = Path(client.download_artifacts(run_id, path, tmp))
+            for line in local.read_bytes().splitlines():
+                r = orjson.loads(line)
+                ts = r["ts_ms"]
+                if (since_ms is not None and ts < since_ms) or (until_ms is not None and ts >= until_ms):
+                    continue
+                records[r["prediction_id"]] = (ts, r["process"], r["seq"], r)
+            local.unlink()
+            now = time.monotonic()
+            if now - last_line >= PROGRESS_SECONDS or i == len(chunks):
+                progress(f"read {i}/{len(chunks)} chunks, {len(records):,} predictions, {now - started:.1f}s")
+                last_line = now
+            # Runs come newest first and chunks newest first within a run: once `last` are in, stop.
+            # With several API processes logging at once this takes the newest run's records first,
+            # not strictly the newest across processes (good enough for a stability window).
+            if last is not None and len(records) >= last:
+                break
+    ordered = sorted(records.values(), key=lambda t: t[:3])
+    if last is not None:
+        ordered = ordered[-last:]
+    rows = [t[3] for t in ordered]
+    X = np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(-1, len(FEATURES))
+    return LoggedPredictions(
+        ids=[r["prediction_id"] for r in rows],
+        ts_ms=np.array([r["ts_ms"] for r in rows], dtype=np.int64),
+        X=X,
+        probability=np.array([r["probability"] for r in rows], dtype=np.float64),
+        prediction=np.array([r["prediction"] for r in rows], dtype=np.int8),
+    )
