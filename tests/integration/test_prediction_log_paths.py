@@ -182,7 +182,19 @@ def test_chunks_roll_over_at_the_configured_record_count(mlflow_server, tmp_path
     settings = _settings(mlflow_server, name, tmp_path, prediction_log_chunk_records=50)
     with TestClient(create_app(settings)) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, 30, "the model")
-        ids = [client.post("/predict", json=body).json()["prediction_id"] for body in payloads(120, seed=8)]
+        # In two rounds of 60, each logged before the next: the worker takes what is queued in one
+        # write, and a chunk is sealed after the write that brings it to 50 or more, so 120 sent at
+        # once may be one write of 120 (one chunk) when the machine is busy.
+        ids = []
+        for round_ in range(2):
+            bodies = payloads(60, seed=8 + round_)
+            ids += [client.post("/predict", json=body).json()["prediction_id"] for body in bodies]
+            sent = len(ids)
+            wait_until(
+                lambda: client.get("/health").json()["prediction_log"]["logged_total"] >= sent,  # noqa: B023
+                30,
+                f"{sent} records logged",
+            )
         # Two chunks are full: uploaded while the API runs, not only at shutdown.
         wait_until(
             lambda: len(_chunks(mlflow_server.url, settings.prediction_experiment, tmp_path)) >= 2,

@@ -12,6 +12,7 @@ import ctypes
 import gc
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -151,10 +152,13 @@ class ModelHolder:
             log.info("now serving %s version %s (%s)", state.model.name, state.model.version, state.scorer)
         elif old.model is not None or old.reason != state.reason:
             log.warning("serving nothing: %s", state.reason)
-        if old.model is not None or state.model is not None:
+        if old.model is not None:  # a version replaced or withdrawn: free it
+            replaced = weakref.ref(old)
             del old
             _collect_and_freeze()
-            self._collect_again = True
+            self._collect_again = replaced() is not None  # a request still holds it: next poll
+        elif state.model is not None:
+            gc.freeze()  # the first version: its objects live long, keep them out of the GC's walks
 
     def start(self) -> None:
         """Poll the registry in a daemon thread: at once, then every poll interval."""
