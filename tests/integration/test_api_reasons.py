@@ -77,6 +77,22 @@ def test_approval_has_no_reasons_unless_asked(served):
     assert all(r["contribution"] > 0 for r in asked["reasons"])
 
 
+def test_explain_is_exactly_true_or_false_given_once_and_alone(served):
+    client = served[0]
+    for path, body in (("/predict", SEED_PAYLOAD), ("/predict/batch", {"records": [SEED_PAYLOAD]})):
+        # FastAPI's bool would take 1, True, yes and on, and keep the last of repeated values.
+        for query in ("explain=yes", "explain=1", "explain=True", "explain=", "explain=true&explain=false"):
+            resp = client.post(f"{path}?{query}", json=body)
+            assert resp.status_code == 422, (path, query, resp.text)
+            assert resp.json()["error"] == "invalid_input" and "explain" in resp.json()["detail"], resp.text
+        # Nor anything else: a misspelling would otherwise be ignored.
+        resp = client.post(f"{path}?explian=true", json=body)
+        assert resp.status_code == 422 and resp.json()["fields"] == [
+            {"field": "query.explian", "message": "unknown field"}
+        ], resp.text
+        assert client.post(f"{path}?explain=false", json=body).status_code == 200
+
+
 def test_batch_gives_reasons_per_record_and_for_all_with_explain(served):
     client, _, _, _ = served
     bodies = payloads(300, seed=9)

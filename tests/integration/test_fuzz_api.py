@@ -19,6 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
 from credit_risk.features import FEATURES
@@ -70,6 +71,19 @@ def _assert_alive_and_clean(api) -> None:
 # --- property-based fuzzing over the OpenAPI schema ---------------------------------------------
 
 
+# schemathesis' own list of statuses that reject invalid data, plus 413: a body over MAX_BODY_BYTES
+# is refused before it is read (seen: an invalid oversize /outcomes body, counted as "accepted").
+FUZZ_CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {
+                "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
+            }
+        }
+    }
+)
+
+
 def _fuzz(api, operation, mode: GenerationMode, seen: Counter, failures: list[str]) -> None:
     """Run one operation's generated cases in one mode; count (operation, mode, status)."""
 
@@ -99,7 +113,7 @@ def _fuzz(api, operation, mode: GenerationMode, seen: Counter, failures: list[st
 
 
 def test_schemathesis_fuzz_finds_no_server_error_and_no_schema_violation(api):
-    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json", config=FUZZ_CONFIG)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {"POST /predict", "POST /predict/batch", "GET /model/info"} <= {op.label for op in operations}
     seen: Counter[tuple[str, str, int]] = Counter()

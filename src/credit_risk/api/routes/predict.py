@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -26,10 +27,28 @@ from credit_risk.reasons import reasons_for
 router = protected_router()
 
 
-def _explain(request: Request) -> bool:
-    # `?explain=true`, read by hand and not declared as a query parameter: declared, schemathesis'
-    # negative cases (e.g. a repeated or non-boolean value) were accepted; TODO: declare it.
-    return request.query_params.get("explain") == "true"
+def _explain(
+    request: Request,
+    explain: Annotated[
+        Literal["true", "false"],
+        Query(description="`true`: reasons for every applicant, approvals too (by default declines only)"),
+    ] = "false",
+) -> bool:
+    # The query string as strictly as the body: `explain` exactly `true` or `false` (FastAPI's bool
+    # would take "1", "on", "yes"...), given once (FastAPI would keep the last of several), and
+    # nothing else (a misspelt "explian=true" would otherwise be ignored without a word).
+    errors = [
+        {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown", "input": None}
+        for name in sorted(set(request.query_params) - {"explain"})
+    ]
+    if len(request.query_params.getlist("explain")) > 1:
+        errors.append({"type": "value_error", "loc": ("query", "explain"), "msg": "twice", "input": None})
+    if errors:
+        raise RequestValidationError(errors)
+    return explain == "true"
+
+
+ExplainDep = Annotated[bool, Depends(_explain)]
 
 
 # Batches up to this size are scored on the event loop (faster than a thread hop); up to
@@ -43,13 +62,13 @@ SPLIT_ROWS = 2000
 # hop to the threadpool a plain `def` handler would cost.
 @router.post("/predict", tags=["predict"])
 async def predict(
-    request: Request,
     body: PredictionRequest,
     holder: HolderDep,
     plog: LogDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     stability: StabilityDep,
+    explain: ExplainDep,
 ) -> PredictionResponse:
     """Probability of serious delinquency for one applicant, the decision at the model's threshold,
     and for a decline the principal reasons."""
@@ -58,7 +77,7 @@ async def predict(
     X = to_array([body])
     probs = state.score(X)
     preds = (probs >= model.threshold).astype(np.int8)
-    reasons = reasons_for(state.explainer, X, preds, _explain(request), settings.max_reasons)
+    reasons = reasons_for(state.explainer, X, preds, explain, settings.max_reasons)
     seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
     stability.observe(model.version, state.reference, X, probs)
     prediction = int(preds[0])
@@ -99,6 +118,7 @@ async def predict_batch(
     metrics: MetricsDep,
     settings: SettingsDep,
     stability: StabilityDep,
+    explain: ExplainDep,
 ) -> Response:
     """Many applicants in one vectorised model call, answers in request order."""
     body = await _batch_body(request)
@@ -112,7 +132,7 @@ async def predict_batch(
     X = to_array(body.records)
     probs = await _score_batch(state.score, X)
     preds = (probs >= model.threshold).astype(np.int8)
-    reasons = await _explain_batch(state.explainer, X, preds, _explain(request), settings.max_reasons)
+    reasons = await _explain_batch(state.explainer, X, preds, explain, settings.max_reasons)
     seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
     stability.observe(model.version, state.reference, X, probs)
     metrics.record_predictions(int(preds.sum()), n)
