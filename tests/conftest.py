@@ -13,6 +13,8 @@ import pytest
 
 from credit_risk.devtools.tracking_server import start_tracking_server
 from credit_risk.features import FEATURES, TARGET
+from credit_risk.settings import TrainerSettings
+from credit_risk.training import pipeline
 from credit_risk.training.candidates import CANDIDATES
 from support.data import REAL_CSV, synthetic_frame, write_kaggle_csv
 from support.requirements import unavailable
@@ -84,6 +86,31 @@ def tracking_uri(mlflow_server) -> str:
 def model_name() -> str:
     """A registered-model name of the test's own, so tests sharing a server never collide."""
     return f"credit-risk-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def run_training(tracking_uri, monkeypatch):
+    """Train in-process (quicker than a subprocess); MLflow's variables are restored afterwards."""
+    # configure_mlflow writes these; deleting them through monkeypatch restores them at teardown.
+    for var in (
+        "TRACKING_URI",
+        "HTTP_REQUEST_MAX_RETRIES",
+        "HTTP_REQUEST_TIMEOUT",
+        "HTTP_REQUEST_BACKOFF_FACTOR",
+    ):
+        monkeypatch.delenv(f"MLFLOW_{var}", raising=False)
+
+    def _run(csv: Path, model_name: str, **overrides):
+        settings = TrainerSettings(
+            mlflow_tracking_uri=tracking_uri,
+            experiment=model_name,
+            model_name=model_name,
+            mlflow_wait_seconds=10,
+            **overrides,
+        )
+        return pipeline.train(csv, settings)
+
+    return _run
 
 
 def _live_children(parent: int) -> list[tuple[int, int, str]]:

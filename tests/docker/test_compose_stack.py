@@ -17,23 +17,13 @@ import pytest
 from compose_stack import ROOT, Stack
 from tier_figures import record
 
+from support.api import SEED_PAYLOAD as PAYLOAD
+
 pytestmark = pytest.mark.docker
 pytest_plugins = ["tier_fixtures"]
 
 MODEL = "credit-risk-model"
 PREDICTIONS = "credit-risk-predictions"
-PAYLOAD = {
-    "RevolvingUtilizationOfUnsecuredLines": 0.766127,
-    "age": 45,
-    "NumberOfTime30_59DaysPastDueNotWorse": 2,
-    "DebtRatio": 0.802982,
-    "MonthlyIncome": 9120.0,
-    "NumberOfOpenCreditLinesAndLoans": 13,
-    "NumberOfTimes90DaysLate": 0,
-    "NumberRealEstateLoansOrLines": 6,
-    "NumberOfTime60_89DaysPastDueNotWorse": 0,
-    "NumberOfDependents": 2,
-}
 _PREDICTION_ID = re.compile(r"^([0-9a-f]+)-([1-9][0-9]*)$")
 
 

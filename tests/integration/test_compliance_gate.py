@@ -4,37 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from mlflow.tracking import MlflowClient
 
-from credit_risk.settings import TrainerSettings
 from credit_risk.training import pipeline as train_module
 from credit_risk.training.candidates import CANDIDATES, Candidate
 from support.data import synthetic_frame, write_kaggle_csv
-
-
-@pytest.fixture
-def run_training(tracking_uri, monkeypatch):
-    """Train in-process; MLflow's variables are restored afterwards."""
-    for var in (
-        "TRACKING_URI",
-        "HTTP_REQUEST_MAX_RETRIES",
-        "HTTP_REQUEST_TIMEOUT",
-        "HTTP_REQUEST_BACKOFF_FACTOR",
-    ):
-        monkeypatch.delenv(f"MLFLOW_{var}", raising=False)
-
-    def _run(csv, model_name, **overrides):
-        settings = TrainerSettings(
-            mlflow_tracking_uri=tracking_uri,
-            experiment=model_name,
-            model_name=model_name,
-            mlflow_wait_seconds=10,
-            **overrides,
-        )
-        return train_module.train(csv, settings)
-
-    return _run
 
 
 def _unconstrained_hgb() -> Candidate:

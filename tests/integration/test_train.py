@@ -19,11 +19,9 @@ from credit_risk.devtools.tracking_server import free_port, server_env, start_tr
 from credit_risk.features import FEATURES, TARGET
 from credit_risk.model_io import load_model_version
 from credit_risk.registry import PRODUCTION_ALIAS
-from credit_risk.settings import TrainerSettings
 from credit_risk.training.candidates import CANDIDATES, split_dataset
 from credit_risk.training.cli import EXIT_BAD_DATA, EXIT_NO_SERVER, EXIT_OK
 from credit_risk.training.data import load_dataset
-from credit_risk.training.pipeline import train
 from support.data import synthetic_frame, write_kaggle_csv
 
 pytestmark = pytest.mark.integration
@@ -42,31 +40,6 @@ def run_cli(csv: Path, tracking_uri: str, *args: str, timeout: float = 120) -> s
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture
-def run_training(tracking_uri, monkeypatch):
-    """Train in-process (quicker than a subprocess); MLflow's variables are restored afterwards."""
-    # configure_mlflow writes these; deleting them through monkeypatch restores them at teardown.
-    for var in (
-        "TRACKING_URI",
-        "HTTP_REQUEST_MAX_RETRIES",
-        "HTTP_REQUEST_TIMEOUT",
-        "HTTP_REQUEST_BACKOFF_FACTOR",
-    ):
-        monkeypatch.delenv(f"MLFLOW_{var}", raising=False)
-
-    def _run(csv: Path, model_name: str, **overrides):
-        settings = TrainerSettings(
-            mlflow_tracking_uri=tracking_uri,
-            experiment=model_name,
-            model_name=model_name,
-            mlflow_wait_seconds=10,
-            **overrides,
-        )
-        return train(csv, settings)
-
-    return _run
 
 
 def stage_of(client: MlflowClient, name: str, version: str) -> str:
