@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated, Literal
 
 import numpy as np
@@ -130,9 +131,12 @@ async def predict_batch(
     state = holder.current()
     model = state.model
     X = to_array(body.records)
-    probs = await _score_batch(state.score, X)
+    probs = await _in_parts(state.score, np.concatenate, X)
     preds = (probs >= model.threshold).astype(np.int8)
-    reasons = await _explain_batch(state.explainer, X, preds, explain, settings.max_reasons)
+    explain_part = functools.partial(
+        reasons_for, state.explainer, explain_all=explain, max_reasons=settings.max_reasons
+    )
+    reasons = await _in_parts(explain_part, lambda halves: halves[0] + halves[1], X, preds)
     seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
     stability.observe(model.version, state.reference, X, probs)
     metrics.record_predictions(int(preds.sum()), n)
@@ -165,26 +169,16 @@ async def _batch_body(request: Request) -> BatchPredictionRequest:
         ) from None
 
 
-async def _score_batch(score, X: np.ndarray) -> np.ndarray:
-    # A big batch takes tens of milliseconds: off the event loop, so single predictions keep flowing.
-    if len(X) <= INLINE_ROWS:
-        return score(X)
-    if len(X) < SPLIT_ROWS:
-        return await asyncio.to_thread(score, X)
-    halves = await asyncio.gather(*(asyncio.to_thread(score, part) for part in np.array_split(X, 2)))
-    return np.concatenate(halves)
+async def _in_parts(fn, join, *arrays):
+    """`fn(*arrays)` for a batch; `join` puts two halves' results back together.
 
-
-async def _explain_batch(explainer, X: np.ndarray, preds: np.ndarray, explain_all: bool, max_reasons: int):
-    # Like scoring: off the event loop for a big batch, in two halves from SPLIT_ROWS on.
-    if len(X) <= INLINE_ROWS:
-        return reasons_for(explainer, X, preds, explain_all, max_reasons)
-    if len(X) < SPLIT_ROWS:
-        return await asyncio.to_thread(reasons_for, explainer, X, preds, explain_all, max_reasons)
-    halves = await asyncio.gather(
-        *(
-            asyncio.to_thread(reasons_for, explainer, x, p, explain_all, max_reasons)
-            for x, p in zip(np.array_split(X, 2), np.array_split(preds, 2), strict=True)
-        )
-    )
-    return halves[0] + halves[1]
+    A big batch takes tens of milliseconds: off the event loop, so single predictions keep
+    flowing; from SPLIT_ROWS on in two halves on two threads (the tree loops release the GIL).
+    """
+    n = len(arrays[0])
+    if n <= INLINE_ROWS:
+        return fn(*arrays)
+    if n < SPLIT_ROWS:
+        return await asyncio.to_thread(fn, *arrays)
+    halves = zip(*(np.array_split(a, 2) for a in arrays), strict=True)
+    return join(await asyncio.gather(*(asyncio.to_thread(fn, *part) for part in halves)))
