@@ -97,10 +97,21 @@ class Stack:
             time.sleep(0.5)
         return time.monotonic() - start
 
-    def mlflow(self, path: str, body: dict | None = None) -> dict:
-        """An MLflow REST call through the published port (GET, or POST with a JSON body)."""
+    @property
+    def person(self) -> tuple[str, str]:
+        """The person's account (MANAGE) the stack was started with: what the UI logs in as."""
+        return self.env["MLFLOW_TRACKING_USERNAME"], self.env["MLFLOW_TRACKING_PASSWORD"]
+
+    def mlflow(self, path: str, body: dict | None = None, auth: tuple[str, str] | None = None) -> dict:
+        """An MLflow REST call through the published port (GET, or POST with a JSON body), as the
+        person's account unless `auth` says otherwise (the server refuses anonymous calls)."""
         url = f"{self.mlflow_url}/api/2.0/mlflow/{path}"
-        response = httpx.get(url, timeout=30) if body is None else httpx.post(url, json=body, timeout=30)
+        auth = auth or self.person
+        response = (
+            httpx.get(url, timeout=30, auth=auth)
+            if body is None
+            else httpx.post(url, json=body, timeout=30, auth=auth)
+        )
         assert response.status_code == 200, f"{url}: {response.status_code} {response.text[:500]}"
         return response.json()
 

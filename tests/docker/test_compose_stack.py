@@ -18,6 +18,7 @@ from compose_stack import ROOT, Stack
 from tier_figures import record
 
 from support.api import SEED_PAYLOAD as PAYLOAD
+from support.docker_files import TEST_SECRETS
 
 pytestmark = pytest.mark.docker
 pytest_plugins = ["tier_fixtures"]
@@ -216,6 +217,35 @@ def test_client_container_holds_no_s3_credentials(stack, service):
     assert not [k for k, v in env.items() if secret in v], "the S3 secret is in the environment"
     mounts = [m["Destination"] for m in stack.inspect(service)["Mounts"]]
     assert not [m for m in mounts if ".aws" in m or ".mc" in m], mounts
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_no_secret_in_an_image_layer(stack, service):
+    # Issue 13: the stack's passwords come from .env at run time, never from a build step.
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGES[service]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert history.strip(), f"no history for {IMAGES[service]}"
+    leaked = [name for name, secret in TEST_SECRETS.items() if secret in history]
+    assert not leaked, f"{service}'s image history holds {leaked}"
+
+
+def test_anonymous_calls_are_refused_by_the_stack(stack):
+    # Issue 13 in the Docker tier: nobody anonymous reads or moves what the API serves.
+    base = f"{stack.mlflow_url}/api/2.0/mlflow"
+    before = production(stack)
+    read = httpx.get(f"{base}/registered-models/search", timeout=30)
+    move = httpx.post(
+        f"{base}/model-versions/transition-stage",
+        json={"name": MODEL, "version": "1", "stage": "Archived", "archive_existing_versions": False},
+        timeout=30,
+    )
+    assert (read.status_code, move.status_code) == (401, 401), (read.text[:200], move.text[:200])
+    assert httpx.get(f"{stack.mlflow_url}/health", timeout=30).status_code == 200
+    assert before and production(stack) == before
 
 
 # --- 2. a stage transition made as the MLflow UI makes it --------------------------------------------

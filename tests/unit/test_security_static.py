@@ -36,7 +36,11 @@ def _python_sources() -> list[Path]:
 
 def test_api_key_is_compared_in_constant_time_and_never_with_equality():
     tree = ast.parse(Path(auth.__file__).read_text())
-    (func,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "require_api_key"]
+    (func,) = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "require_api_key"
+    ]
     calls = [ast.unparse(n.func) for n in ast.walk(func) if isinstance(n, ast.Call)]
     assert "hmac.compare_digest" in calls
     # `key == expected` would leak the matching prefix length through timing.

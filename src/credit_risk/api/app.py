@@ -24,6 +24,8 @@ from credit_risk.monitoring.outcome_log import OutcomeLog
 from credit_risk.settings import ApiSettings
 from credit_risk.tracking import configure_mlflow
 
+ROUTERS = (health.router, model.router, predict.router, monitoring.router, outcomes.router, model.protected)
+
 log = logging.getLogger(__name__)
 
 
@@ -97,9 +99,8 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
     metrics.add_collector(StabilityCollector(lambda: _stability(app)))
     install_error_handlers(app)
     _document_batch_body(app)
-    for module in (health, model, predict, monitoring, outcomes):
-        app.include_router(module.router)
-    app.include_router(model.protected)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 

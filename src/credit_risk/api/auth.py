@@ -17,7 +17,9 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+async def require_api_key(
+    settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
     """Reject the request unless API_KEY is unset or X-API-Key matches it."""
     if not settings.api_key:
         return

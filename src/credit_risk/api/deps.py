@@ -2,6 +2,10 @@
 
 `create_app` puts the settings and the metrics on `app.state`; the lifespan adds the model
 holder and the prediction log once they are started.
+
+Every dependency here (and every other one a route uses) is `async def`: FastAPI runs a plain
+`def` dependency in its threadpool, and that hop cost more CPU than the whole prediction (issue 11:
+seven hops a request). None of them may block.
 """
 
 from __future__ import annotations
@@ -18,32 +22,32 @@ from credit_risk.monitoring.outcome_log import OutcomeLog
 from credit_risk.settings import ApiSettings
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     """The settings the app was built with."""
     return request.app.state.settings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     """The model holder (which version is served)."""
     return request.app.state.holder
 
 
-def get_prediction_log(request: Request) -> PredictionLogger:
+async def get_prediction_log(request: Request) -> PredictionLogger:
     """The prediction log that every answered prediction is handed to."""
     return request.app.state.prediction_log
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     """The app's Prometheus metrics."""
     return request.app.state.metrics
 
 
-def get_stability(request: Request) -> StabilityMonitor:
+async def get_stability(request: Request) -> StabilityMonitor:
     """The live stability window of the served versions."""
     return request.app.state.stability
 
 
-def get_outcome_log(request: Request) -> OutcomeLog | None:
+async def get_outcome_log(request: Request) -> OutcomeLog | None:
     """The outcome log (None when prediction logging is off: outcomes would have nothing to join)."""
     return request.app.state.outcome_log
 

@@ -28,7 +28,7 @@ from credit_risk.reasons import reasons_for
 router = protected_router()
 
 
-def _explain(
+async def _explain(
     request: Request,
     explain: Annotated[
         Literal["true", "false"],
