@@ -395,6 +395,13 @@ def test_down_v_resets_the_stack(stack):
     assert not stack.compose("ps", "-q").stdout.strip()
     stack.compose("up", "-d", "mlflow")
     stack.wait_healthy("mlflow", timeout=400)
-    names = [e["name"] for e in stack.mlflow("experiments/search?max_results=100")["experiments"]]
-    assert names == ["Default"]
-    assert stack.mlflow("registered-models/search").get("registered_models", []) == []
+    # The accounts lived in the same PostgreSQL volume: the person's is gone until create-accounts
+    # runs again; the admin's is the one from .env (set before the server took traffic).
+    person = httpx.get(
+        f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=100", auth=stack.person
+    )
+    assert person.status_code == 401, person.text[:200]
+    admin = ("admin", TEST_SECRETS["MLFLOW_ADMIN_PASSWORD"])
+    experiments = stack.mlflow("experiments/search?max_results=100", auth=admin)["experiments"]
+    assert [e["name"] for e in experiments] == ["Default"]
+    assert stack.mlflow("registered-models/search", auth=admin).get("registered_models", []) == []
