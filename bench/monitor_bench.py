@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from credit_risk.api.prediction_log.records import Block, expand  # noqa: E402
+from credit_risk.api.prediction_log.records import Block, chunk_name, expand  # noqa: E402
 from credit_risk.devtools.tracking_server import server_env, start_tracking_server  # noqa: E402
 from credit_risk.features import FEATURES  # noqa: E402
 from credit_risk.model_io import load_model_version  # noqa: E402
@@ -73,7 +73,7 @@ def write_predictions(
         block = Block(
             start + 1, ts0 + start, MODEL_NAME, version, X[start:end], probs[start:end], preds[start:end]
         )
-        path = work / f"predictions-{process}-{start + 1:012d}.jsonl"
+        path = work / chunk_name(process, start + 1, block.ts_ms)  # one timestamp per block
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in expand(block, process)))
         client.log_artifact(run.info.run_id, str(path), "predictions")
         path.unlink()

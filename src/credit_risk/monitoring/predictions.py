@@ -1,24 +1,28 @@
 """Reading the prediction log back from MLflow: the JSON-lines chunks of one model version.
 
 The API writes them (api/prediction_log, docs/prediction-log.md) as artifacts
-`predictions/predictions-<process>-<first step>.jsonl` of runs tagged `model_name` and
-`model_version` in the prediction experiment. A record may reach a chunk twice only if an
-upload was retried after its answer was lost; records are kept once per `prediction_id`.
+`predictions/predictions-<process>-<first step>-<newest ts_ms>.jsonl` of runs tagged `model_name`
+and `model_version` in the prediction experiment (names without the newest timestamp, from before
+it was added, are read too). A record may reach a chunk twice only if an upload was retried after
+its answer was lost; records are kept once per `prediction_id`.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import orjson
 from mlflow.tracking import MlflowClient
 
+from credit_risk.api.prediction_log.records import parse_chunk_name
 from credit_risk.features import FEATURES
 
 log = logging.getLogger(__name__)
@@ -58,9 +62,15 @@ def _runs(client: MlflowClient, experiment_id: str, model_name: str, version: st
             return runs
 
 
-def _chunk_paths(client: MlflowClient, run_id: str) -> list[str]:
-    paths = [f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR) if f.path.endswith(".jsonl")]
-    return sorted(paths, reverse=True)  # the newest (highest first step) first
+def _chunks(client: MlflowClient, runs: list) -> list[tuple[float, str, str]]:
+    """(newest ts_ms it can hold, run id, path) of every chunk of the runs, the newest bound first."""
+    found = []
+    for run in runs:
+        for f in client.list_artifacts(run.info.run_id, ARTIFACT_DIR):
+            if f.path.endswith(".jsonl"):
+                parsed = parse_chunk_name(PurePosixPath(f.path).name)
+                found.append((math.inf if parsed is None else parsed[2], run.info.run_id, f.path))
+    return sorted(found, reverse=True)
 
 
 def read_predictions(
@@ -73,33 +83,41 @@ def read_predictions(
     last: int | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> LoggedPredictions:
-    """The version's logged predictions in [since_ms, until_ms), or its last `last` ones."""
+    """The version's logged predictions in [since_ms, until_ms), or its last `last` ones (by
+    `ts_ms` across all its runs, ties by process and sequence number)."""
     records: dict[str, tuple] = {}
+    newest: list[int] = []  # with `last`: a min-heap of the `last` newest timestamps read so far
     runs = [
         r
         for r in _runs(client, experiment_id, model_name, version)
         if until_ms is None or r.info.start_time < until_ms
     ]
-    chunks = [(r.info.run_id, p) for r in runs for p in _chunk_paths(client, r.info.run_id)]
+    chunks = _chunks(client, runs)
     started = last_line = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="credit-risk-monitor-") as tmp:
-        for i, (run_id, path) in enumerate(chunks, 1):
+        for i, (_, run_id, path) in enumerate(chunks, 1):
             local = Path(client.download_artifacts(run_id, path, tmp))
             for line in local.read_bytes().splitlines():
                 r = orjson.loads(line)
                 ts = r["ts_ms"]
                 if (since_ms is not None and ts < since_ms) or (until_ms is not None and ts >= until_ms):
                     continue
+                if last is not None and r["prediction_id"] not in records:
+                    if len(newest) < last:
+                        heapq.heappush(newest, ts)
+                    elif ts > newest[0]:
+                        heapq.heapreplace(newest, ts)
                 records[r["prediction_id"]] = (ts, r["process"], r["seq"], r)
             local.unlink()
+            # Chunks come by their bound, newest first, across runs: once `last` records are newer
+            # than the next chunk's bound, no unread chunk can hold one of the `last` newest.
+            # Strictly newer: a record of that chunk as old as the oldest of them could win the tie.
+            done = last is not None and len(newest) == last and i < len(chunks) and newest[0] > chunks[i][0]
             now = time.monotonic()
-            if now - last_line >= PROGRESS_SECONDS or i == len(chunks):
+            if now - last_line >= PROGRESS_SECONDS or i == len(chunks) or done:
                 progress(f"read {i}/{len(chunks)} chunks, {len(records):,} predictions, {now - started:.1f}s")
                 last_line = now
-            # Runs come newest first and chunks newest first within a run: once `last` are in, stop.
-            # With several API processes logging at once this takes the newest run's records first,
-            # not strictly the newest across processes (good enough for a stability window).
-            if last is not None and len(records) >= last:
+            if done:
                 break
     ordered = sorted(records.values(), key=lambda t: t[:3])
     if last is not None:

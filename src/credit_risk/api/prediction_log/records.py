@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +14,30 @@ from credit_risk.features import FEATURES
 def prediction_id(process_id: str, seq: int) -> str:
     """The one id format: the API process's id and the prediction's sequence number in it."""
     return f"{process_id}-{seq}"
+
+
+_CHUNK_NAME = re.compile(r"predictions-(?P<process>[^-]+)-(?P<seq>\d+)(?:-(?P<max_ts>\d+))?\.jsonl")
+
+
+def chunk_name(process_id: str, first_seq: int, max_ts_ms: int | None = None) -> str:
+    """A chunk file's name; a sealed chunk's holds its newest record's `ts_ms`, an open one's does not.
+
+    The bound lets `--last N` stop reading once no unread chunk can hold a newer record (issue 12).
+    """
+    bound = "" if max_ts_ms is None else f"-{max_ts_ms}"
+    return f"predictions-{process_id}-{first_seq:012d}{bound}.jsonl"
+
+
+def parse_chunk_name(name: str) -> tuple[str, int, float] | None:
+    """(process, first seq, newest `ts_ms`) from a chunk file's name, None for another file.
+
+    The newest is +inf when the name has none (an open chunk, or one sealed before names held it):
+    such a chunk may hold any timestamp, so a reader must always read it.
+    """
+    m = _CHUNK_NAME.fullmatch(name)
+    if m is None:
+        return None
+    return m["process"], int(m["seq"]), math.inf if m["max_ts"] is None else int(m["max_ts"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import requests
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from credit_risk.api.prediction_log.records import chunk_name, parse_chunk_name
 from credit_risk.logs import first_line
 from credit_risk.settings import ApiSettings
 from credit_risk.tracking import access_problem, get_or_create_experiment
@@ -27,21 +28,36 @@ ARTIFACT_DIR = "predictions"
 
 
 class _Chunk:
-    """The open JSON-lines chunk of one run, sealed (renamed) and uploaded when full or old."""
+    """The open JSON-lines chunk of one run, sealed (renamed, with its newest `ts_ms`) and uploaded
+    when full or old."""
 
     def __init__(self, directory: Path, process_id: str, first_seq: int):
         directory.mkdir(parents=True, exist_ok=True)
-        self.name = f"predictions-{process_id}-{first_seq:012d}.jsonl"
-        self.path = directory / (self.name + ".part")
+        self.process_id = process_id
+        self.first_seq = first_seq
+        self.path = directory / (chunk_name(process_id, first_seq) + ".part")
         self.file = open(self.path, "ab")  # noqa: SIM115 - closed by seal()
         self.count = 0
+        self.max_ts = 0
         self.opened = time.monotonic()
 
     def seal(self) -> Path:
         self.file.close()
-        sealed = self.path.with_suffix("")  # drop ".part"
+        sealed = self.path.with_name(chunk_name(self.process_id, self.first_seq, self.max_ts))
         os.replace(self.path, sealed)
         return sealed
+
+
+def _newest_ts(path: Path) -> int | None:
+    """The newest `ts_ms` of the whole records in a chunk file (a crash may have torn its last line)."""
+    newest = None
+    for line in path.read_bytes().splitlines():
+        try:
+            ts = orjson.loads(line)["ts_ms"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        newest = ts if newest is None else max(newest, ts)
+    return newest
 
 
 class MlflowSink:
@@ -184,6 +200,7 @@ class MlflowSink:
         chunk.file.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
         chunk.file.flush()
         chunk.count += len(records)
+        chunk.max_ts = max(chunk.max_ts, max(r["ts_ms"] for r in records))
         if chunk.count >= self._chunk_records:
             self._seal(run_id)
 
@@ -214,7 +231,12 @@ class MlflowSink:
     def recover_chunks(self) -> None:
         """Seal chunk files an earlier process left open, so they get uploaded."""
         for part in self._chunk_dir.glob("*/*.jsonl.part"):
-            os.replace(part, part.with_suffix(""))
+            sealed = part.with_suffix("")  # without a bound: read always (no whole record, or not ours)
+            parsed = parse_chunk_name(sealed.name)
+            newest = _newest_ts(part)
+            if parsed is not None and newest is not None:
+                sealed = part.with_name(chunk_name(parsed[0], parsed[1], newest))
+            os.replace(part, sealed)
 
     def finish_runs(self) -> None:
         """Mark this process's runs finished (best effort: status only)."""
