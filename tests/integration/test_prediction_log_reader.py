@@ -105,3 +105,19 @@ def test_last_n_reads_chunks_named_before_the_bound_always(tracking_uri, model_n
     assert _read_last(tracking_uri, model_name, 100) == [
         prediction_id("bbbbbbbbbbbb", s) for s in range(151, 201)
     ] + [prediction_id(c, s) for s in range(1, 51)]
+
+
+def test_a_torn_line_is_skipped_and_reported_not_fatal(tracking_uri, model_name, tmp_path):
+    """A chunk recovered after a crash may end in a half-written line: the rest is still read."""
+    client = MlflowClient(tracking_uri)
+    exp_id = get_or_create_experiment(client, f"predictions-{model_name}")
+    d = "dddddddddddd"
+    run = client.create_run(exp_id, tags={"model_name": model_name, "model_version": VERSION})
+    whole = b"".join(orjson.dumps(r) + b"\n" for r in _records(model_name, d, 1, range(0, 10)))
+    torn = orjson.dumps(_records(model_name, d, 11, range(10, 11))[0])[:40]
+    chunk = tmp_path / f"predictions-{d}-{1:012d}.jsonl"
+    chunk.write_bytes(whole + torn)
+    client.log_artifact(run.info.run_id, str(chunk), "predictions")
+    progress: list[str] = []
+    assert _read_last(tracking_uri, model_name, 100, progress) == [prediction_id(d, s) for s in range(1, 11)]
+    assert any("skipped 1 torn line" in line for line in progress), progress

@@ -93,12 +93,19 @@ def read_predictions(
         if until_ms is None or r.info.start_time < until_ms
     ]
     chunks = _chunks(client, runs)
+    torn = 0
     started = last_line = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="credit-risk-monitor-") as tmp:
         for i, (_, run_id, path) in enumerate(chunks, 1):
             local = Path(client.download_artifacts(run_id, path, tmp))
             for line in local.read_bytes().splitlines():
-                r = orjson.loads(line)
+                try:
+                    r = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    # A crash tore the line as it was written (the chunk was recovered after it):
+                    # the record cannot be read back; say so, read on.
+                    torn += 1
+                    continue
                 ts = r["ts_ms"]
                 if (since_ms is not None and ts < since_ms) or (until_ms is not None and ts >= until_ms):
                     continue
@@ -119,6 +126,8 @@ def read_predictions(
                 last_line = now
             if done:
                 break
+    if torn:
+        progress(f"skipped {torn:,} torn line(s): records a crash cut off as they were written")
     ordered = sorted(records.values(), key=lambda t: t[:3])
     if last is not None:
         ordered = ordered[-last:]
