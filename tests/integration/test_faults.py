@@ -132,12 +132,19 @@ def log_settled(api: ApiProcess) -> bool:
     return log_drained(api.url)
 
 
-def assert_logged_exactly_once_in_order(answered: list[str], tracking_uri: str, name: str) -> list:
-    """Every answered prediction logged once; per API process, steps are 1..N with time in step order."""
+def assert_logged_exactly_once_in_order(answered: dict[str, float], tracking_uri: str, name: str) -> list:
+    """Every answered prediction logged once with the probability it was answered with (a replay
+    must not change a value); per API process, steps are 1..N with time in step order."""
     points = logged_predictions(tracking_uri, f"predictions-{name}")
     ids = [p.prediction_id for p in points]
     assert len(ids) == len(set(ids)), "a prediction was logged twice"
     assert sorted(ids) == sorted(answered)
+    changed = [
+        (p.prediction_id, answered[p.prediction_id], p.value)
+        for p in points
+        if p.value != answered[p.prediction_id]
+    ]
+    assert not changed, f"{len(changed)} logged values differ from the answered ones: {changed[:5]}"
     by_process: dict[str, list] = {}
     for p in points:
         by_process.setdefault(p.prediction_id.rsplit("-", 1)[0], []).append(p)
@@ -331,8 +338,10 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(
     assert not load.server_errors(), load.server_errors()
     # After the signal new connections are refused; that is the only kind of failure allowed.
     assert set(e for _, e in load.errors) <= {"ConnectError", "RemoteProtocolError", "ReadError"}
-    answered = [pid for _, pid in load.answered]
-    answered += [item["prediction_id"] for _, _, body in big for item in body["predictions"]]
+    answered = load.probabilities
+    answered |= {
+        item["prediction_id"]: item["probability"] for _, _, body in big for item in body["predictions"]
+    }
     spooled = len((tmp_path / "spool" / "pending.jsonl").read_bytes().splitlines())
 
     second = start_api_process(env, tmp_path / "api-2.log")  # replays whatever was spooled
