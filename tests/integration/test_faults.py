@@ -40,7 +40,7 @@ from support.api import (
     wait_until,
 )
 from support.data import synthetic_frame, write_kaggle_csv
-from support.figures import run_context
+from support.figures import report_lines
 from support.load import Load, log_drained, logged_predictions
 from support.registration import log_sklearn, register
 from support.requirements import unavailable
@@ -68,12 +68,8 @@ SINGLE_AND_INFO = ("predict",) * 7 + ("info",)
 def record_figure(name: str, **values) -> None:
     """Print a measured figure; append it to $FAULTS_REPORT (JSON lines) when set, with the date,
     the commit and the machine's load average (docs/figures/faults.jsonl is such a report)."""
-    line = json.dumps({"fault": name, **values, **run_context()})
+    (line,) = report_lines([{"fault": name, **values}], os.environ.get("FAULTS_REPORT"))
     print(f"FIGURE {line}")
-    path = os.environ.get("FAULTS_REPORT")
-    if path:
-        with open(path, "a") as f:
-            f.write(line + "\n")
 
 
 def started_server(root: Path, **kwargs) -> RestartableServer:
