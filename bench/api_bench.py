@@ -1,6 +1,7 @@
 """Benchmark: our API against `mlflow models serve` and Seldon MLServer on the same Production model.
 
     python bench/api_bench.py [--rounds 3] [--duration 15] [--connections 16] [--skip-mlserver | --ours-only]
+                              [--jsonl FILE]
 
 One run, everything on this machine:
 1. a fresh `mlflow server` (SQLite, temp dir) and the real trainer (`python -m credit_risk.train`
@@ -23,6 +24,8 @@ models without it (our API never sets it; it loads with its own trusted-type lis
 MLServer loads a joblib dump of the very same pipeline (its scikit-learn runtime reads joblib,
 not skops), written by this script from the version our loader accepted.
 Not part of `make test`: it takes several minutes and prints figures, it asserts nothing.
+--jsonl appends one JSON line per summary (each target's single-row figures, each throughput
+ratio, the batch timings, the prediction-log check) with date, commit and machine load.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import joblib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from credit_risk.api.schemas import EXAMPLE_RECORD  # noqa: E402
 from credit_risk.devtools.tracking_server import free_port, server_env, start_tracking_server  # noqa: E402
@@ -54,6 +57,7 @@ from credit_risk.model_io import load_model_version  # noqa: E402
 from credit_risk.registry import production_version  # noqa: E402
 from credit_risk.tracking import wait_for_tracking_server  # noqa: E402
 from credit_risk.training.data import load_dataset  # noqa: E402
+from support.figures import add_jsonl_option, report_lines  # noqa: E402
 
 MODEL_NAME = "credit-risk-model"
 MLSERVER_VENV = ROOT / "bench" / ".venv-mlserver"
@@ -359,6 +363,52 @@ def count_logged_points(tracking_uri: str) -> int:
     return total
 
 
+RATIOS = (  # throughput ratios reported, numerator first, when both were measured
+    ("ours, logging on", "ours, logging off"),
+    ("ours, logging on", "ours, stability off"),
+    ("ours, logging on", "ours, reasons off"),
+    ("ours, logging on", "MLServer, FP64 tensor"),
+)
+
+
+def target_summary(t: Target) -> dict:
+    """One target's single-row figures: medians over the rounds, failed summed, and every round."""
+    keys = ("rps", "p50", "p99", "cpu_target", "cpu_tracking")
+    return {
+        "summary": "single-row predict",
+        "target": t.name,
+        **{k: statistics.median(res[k] for res in t.results) for k in keys},
+        "failed": sum(res["failed"] for res in t.results),
+        "rounds": t.results,
+    }
+
+
+def throughput_ratio(a: Target, b: Target) -> dict:
+    """a's req/s over b's, round by round (the targets take turns, so a round shares its noise)."""
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a.results, b.results, strict=True)]
+    return {
+        "summary": "throughput ratio",
+        "targets": [a.name, b.name],
+        "median": statistics.median(ratios),
+        "per_round": ratios,
+    }
+
+
+def per_round(ratio: dict) -> str:
+    """A ratio's rounds, as printed."""
+    return ", ".join(f"{x:.3f}" for x in ratio["per_round"])
+
+
+def timing(times_ms: list[float]) -> dict:
+    """Median, max and count of request times (ms)."""
+    return {"median_ms": statistics.median(times_ms), "max_ms": max(times_ms), "requests": len(times_ms)}
+
+
+def ms(timed: dict) -> str:
+    """A timing, as printed."""
+    return f"median {timed['median_ms']:.0f} ms, max {timed['max_ms']:.0f} ms"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -377,6 +427,7 @@ def main() -> int:
         help="add our API with the live stability window off (logging on), for the window's cost",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    add_jsonl_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -472,53 +523,72 @@ def main() -> int:
         print(" and the prediction-log drain after it)")
         header = ("target", "req/s", "p50 ms", "p99 ms", "failed", "CPU", "MLflow CPU")
         print("{:<26}{:>9}{:>9}{:>9}{:>8}{:>8}{:>12}".format(*header))
-        for t in targets:
-            keys = ("rps", "p50", "p99", "cpu_target", "cpu_tracking")
-            med = {k: statistics.median(res[k] for res in t.results) for k in keys}
-            failed = sum(res["failed"] for res in t.results)
-            print(f"{t.name:<26}{med['rps']:>9.0f}{med['p50']:>9.1f}{med['p99']:>9.1f}{failed:>8}"
-                  f"{med['cpu_target']:>8.2f}{med['cpu_tracking']:>12.2f}")  # fmt: skip
-        on = [res["rps"] for res in targets[0].results]
-        off = [res["rps"] for res in targets[1].results]
-        ratios = [a / b for a, b in zip(on, off, strict=True)]
+        summaries = [target_summary(t) for t in targets]
+        for m in summaries:
+            print(f"{m['target']:<26}{m['rps']:>9.0f}{m['p50']:>9.1f}{m['p99']:>9.1f}{m['failed']:>8}"
+                  f"{m['cpu_target']:>8.2f}{m['cpu_tracking']:>12.2f}")  # fmt: skip
+        by_name = {t.name: t for t in targets}
+        ratios = {
+            (a, b): throughput_ratio(by_name[a], by_name[b])
+            for a, b in RATIOS
+            if a in by_name and b in by_name
+        }
+        summaries += ratios.values()
         if args.stability:
-            nostab = next(t for t in targets if t.name == "ours, stability off")
-            stab = [a / res["rps"] for a, res in zip(on, nostab.results, strict=True)]
-            per_round = ", ".join(f"{x:.3f}" for x in stab)
+            stab = ratios["ours, logging on", "ours, stability off"]
             print(f"stability window on / off throughput (both logging on): median "
-                  f"{statistics.median(stab):.3f} (per round: {per_round})")  # fmt: skip
+                  f"{stab['median']:.3f} (per round: {per_round(stab)})")  # fmt: skip
             psi = httpx.get(f"{on_url}/monitoring/stability").json()
+            summaries.append(
+                {
+                    "summary": "live stability window",
+                    "window_size": psi["window_size"],
+                    "score_psi": psi["score"]["psi"],
+                }
+            )
             print(f"live window after the runs: {psi['window_size']} predictions, score PSI "
                   f"{psi['score']['psi']:.4f} (the last /predict/batch rows of the real file)")  # fmt: skip
         drains = [res["drain_s"] for res in targets[0].results]
         print(f"\nprediction log backlog drained {min(drains):.1f}-{max(drains):.1f} s after each "
               f"logging-on run (flush interval 1 s)")  # fmt: skip
-        print(f"logging on / off throughput: median {statistics.median(ratios):.3f} "
-              f"(per round: {', '.join(f'{x:.3f}' for x in ratios)})")  # fmt: skip
-        print(
-            f"/predict/batch, 10,000 real rows, prediction log drained before each: median "
-            f"{statistics.median(batch_ms):.0f} ms, max {max(batch_ms):.0f} ms over {len(batch_ms)} requests"
-        )
-        print(f"/predict/batch, back to back (MLflow still ingesting the previous batches' logs): median "
-              f"{statistics.median(batch_b2b_ms):.0f} ms, max {max(batch_b2b_ms):.0f} ms")  # fmt: skip
-        print(f"/predict/batch?explain=true (reasons for all 10,000), log drained before each: median "
-              f"{statistics.median(explain_ms):.0f} ms, max {max(explain_ms):.0f} ms; back to back: median "
-              f"{statistics.median(explain_b2b_ms):.0f} ms, max {max(explain_b2b_ms):.0f} ms")  # fmt: skip
-        by_name = {t.name: [res["rps"] for res in t.results] for t in targets}
-        for a, b in (
-            ("ours, logging on", "ours, reasons off"),
-            ("ours, logging on", "MLServer, FP64 tensor"),
-        ):
-            if a in by_name and b in by_name:
-                r = [x / y for x, y in zip(by_name[a], by_name[b], strict=True)]
-                print(f"{a} / {b} throughput: median {statistics.median(r):.3f} "
-                      f"(per round: {', '.join(f'{x:.3f}' for x in r)})")  # fmt: skip
+        onoff = ratios["ours, logging on", "ours, logging off"]
+        print(f"logging on / off throughput: median {onoff['median']:.3f} (per round: {per_round(onoff)})")
+        batch = {
+            "summary": "/predict/batch, 10,000 real rows",
+            "drained": timing(batch_ms),
+            "back_to_back": timing(batch_b2b_ms),
+            "explain_drained": timing(explain_ms),
+            "explain_back_to_back": timing(explain_b2b_ms),
+        }
+        summaries.append(batch)
+        print(f"/predict/batch, 10,000 real rows, prediction log drained before each: "
+              f"{ms(batch['drained'])} over {batch['drained']['requests']} requests")  # fmt: skip
+        print(f"/predict/batch, back to back (MLflow still ingesting the previous batches' logs): "
+              f"{ms(batch['back_to_back'])}")  # fmt: skip
+        explain = batch["explain_drained"], batch["explain_back_to_back"]
+        print(f"/predict/batch?explain=true (reasons for all 10,000), log drained before each: "
+              f"{ms(explain[0])}; back to back: {ms(explain[1])}")  # fmt: skip
+        for (a, b), r in ratios.items():
+            if a == "ours, logging on" and b in ("ours, reasons off", "MLServer, FP64 tensor"):
+                print(f"{a} / {b} throughput: median {r['median']:.3f} (per round: {per_round(r)})")
         print(f"load average at the end: {os.getloadavg()}")
         verdict = "all logged" if logged == served else "MISMATCH"
         print(f"prediction log: {logged} `probability` points in MLflow for {served} predictions answered "
               f"with 200 by the logging-on API ({verdict}); its counters {stats}")  # fmt: skip
+        summaries.append(
+            {
+                "summary": "prediction log",
+                "logged": logged,
+                "answered": served,
+                "all_logged": logged == served,
+                "drain_s": drains,
+                "counters": stats,
+            }
+        )
         if mlserver_note:
             print(mlserver_note)
+        prefix = {"bench": "api", "args": vars(args), "peers": mlserver_note or "measured"}
+        report_lines((prefix | m for m in summaries), args.jsonl)
         return 0
     finally:
         for p in processes:

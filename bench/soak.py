@@ -1,6 +1,6 @@
 """Soak: mixed traffic against the API for a bounded time, two promotions, nothing lost, memory flat.
 
-    python bench/soak.py [--seconds 120] [--threads 4] [--batch-size 10] [--json PATH] [--report JSONL]
+    python bench/soak.py [--seconds 120] [--threads 4] [--batch-size 10] [--json PATH] [--jsonl FILE]
 
 Everything on loopback, started here in a temp dir: an `mlflow server` (SQLite, local
 artifacts), three registered versions of a small model (v1 in Production), and the API as
@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 from credit_risk.devtools.tracking_server import start_tracking_server  # noqa: E402
 from credit_risk.settings import ApiSettings  # noqa: E402
 from support.api import register_model, set_stage, start_api_process, wait_until  # noqa: E402
-from support.figures import run_context  # noqa: E402
+from support.figures import add_jsonl_option, report_lines  # noqa: E402
 from support.load import Load, log_drained, logged_predictions  # noqa: E402
 
 MODEL_NAME = "credit-risk-soak"
@@ -205,11 +205,7 @@ def main() -> int:
         "--api-env", action="append", default=[], metavar="KEY=VALUE", help="extra API setting (repeatable)"
     )
     p.add_argument("--json", type=Path, help="also write the figures to this file")
-    p.add_argument(
-        "--report",
-        type=Path,
-        help="append the summary as one JSON line with date, commit and load (docs/figures/soak.jsonl)",
-    )
+    add_jsonl_option(p, "--report")  # --report: its first name
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server, API logs)")
     args = p.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="credit-risk-soak-"))
@@ -220,10 +216,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     summary = {k: v for k, v in figures.items() if not k.endswith("_samples")}
-    if args.report:
-        line = {"bench": "soak", "args": vars(args) | {"report": str(args.report), "json": str(args.json)}}
-        with args.report.open("a") as f:
-            f.write(json.dumps(line | summary | run_context(), default=str) + "\n")
+    report_lines([{"bench": "soak", "args": vars(args)} | summary], args.jsonl)
     print(json.dumps(summary, indent=2))
     step = max(1, len(figures["rss_samples"]) // 20)
     print("API RSS over time (s, MiB):", figures["rss_samples"][::step])

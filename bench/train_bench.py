@@ -4,9 +4,10 @@ Starts a fresh local `mlflow server` (SQLite, temp dir), then runs `python -m cr
 twice as a subprocess: first into an empty registry, then again so the gate has a champion to
 load and score. Peak RSS is the trainer process's own (credit_risk.devtools.peak_rss), not the server's.
 
-    python bench/train_bench.py [--csv data/cs-training.csv] [--threads N]
+    python bench/train_bench.py [--csv data/cs-training.csv] [--threads N] [--jsonl FILE]
 
 Bar: whole run < 60 s, peak RSS < 2 GB, test AUC >= 0.86. Exits 1 if a bar is missed.
+--jsonl appends three JSON lines (each trainer run, then the bars) with date, commit and load.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from credit_risk.devtools.peak_rss import run as peak_rss_of
-from credit_risk.devtools.tracking_server import server_env, start_tracking_server
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from credit_risk.devtools.peak_rss import run as peak_rss_of  # noqa: E402
+from credit_risk.devtools.tracking_server import server_env, start_tracking_server  # noqa: E402
+from support.figures import add_jsonl_option, report_lines  # noqa: E402
+
 MAX_SECONDS, MAX_RSS_MB, MIN_AUC = 60.0, 2048.0, 0.86
 STAGE = re.compile(r"stage (?P<name>.+?)\s+(?P<seconds>[\d.]+)s$")
 RESULT = re.compile(r"run (?P<run_id>[0-9a-f]{32}): \S+ version (?P<version>\d+) (?P<decision>\w+)")
@@ -56,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=ROOT / "data" / "cs-training.csv")
     parser.add_argument("--threads", type=int, help="TRAIN_THREADS for the trainer (default: its own)")
+    add_jsonl_option(parser)
     args = parser.parse_args()
     if not args.csv.exists():
         sys.exit(f"{args.csv} is missing: run `make data` first")
@@ -98,6 +103,20 @@ def main() -> int:
     print()
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    summaries = [
+        {
+            "summary": label,
+            "wall_s": round(r["wall"], 2),
+            "peak_rss_mb": round(r["rss_mb"]),
+            "test_auc": r["metrics"]["roc_auc"],
+            "decision": r["decision"],
+            "version": r["version"],
+            "stages_s": r["stages"],
+        }
+        for label, r in zip(labels, runs, strict=True)
+    ]
+    summaries.append({"summary": "bars", "checks": {text: ok for text, ok in checks}})
+    report_lines(({"bench": "train", "args": vars(args)} | s for s in summaries), args.jsonl)
     return 0 if all(ok for _, ok in checks) else 1
 
 

@@ -40,7 +40,7 @@ from support.api import (
     wait_until,
 )
 from support.data import synthetic_frame, write_kaggle_csv
-from support.figures import run_context
+from support.figures import report_lines
 from support.load import Load, log_drained, logged_predictions
 from support.registration import log_sklearn, register
 from support.requirements import unavailable
@@ -68,12 +68,8 @@ SINGLE_AND_INFO = ("predict",) * 7 + ("info",)
 def record_figure(name: str, **values) -> None:
     """Print a measured figure; append it to $FAULTS_REPORT (JSON lines) when set, with the date,
     the commit and the machine's load average (docs/figures/faults.jsonl is such a report)."""
-    line = json.dumps({"fault": name, **values, **run_context()})
+    (line,) = report_lines([{"fault": name, **values}], os.environ.get("FAULTS_REPORT"))
     print(f"FIGURE {line}")
-    path = os.environ.get("FAULTS_REPORT")
-    if path:
-        with open(path, "a") as f:
-            f.write(line + "\n")
 
 
 def started_server(root: Path, **kwargs) -> RestartableServer:
@@ -132,12 +128,19 @@ def log_settled(api: ApiProcess) -> bool:
     return log_drained(api.url)
 
 
-def assert_logged_exactly_once_in_order(answered: list[str], tracking_uri: str, name: str) -> list:
-    """Every answered prediction logged once; per API process, steps are 1..N with time in step order."""
+def assert_logged_exactly_once_in_order(answered: dict[str, float], tracking_uri: str, name: str) -> list:
+    """Every answered prediction logged once with the probability it was answered with (a replay
+    must not change a value); per API process, steps are 1..N with time in step order."""
     points = logged_predictions(tracking_uri, f"predictions-{name}")
     ids = [p.prediction_id for p in points]
     assert len(ids) == len(set(ids)), "a prediction was logged twice"
     assert sorted(ids) == sorted(answered)
+    changed = [
+        (p.prediction_id, answered[p.prediction_id], p.value)
+        for p in points
+        if p.value != answered[p.prediction_id]
+    ]
+    assert not changed, f"{len(changed)} logged values differ from the answered ones: {changed[:5]}"
     by_process: dict[str, list] = {}
     for p in points:
         by_process.setdefault(p.prediction_id.rsplit("-", 1)[0], []).append(p)
@@ -331,8 +334,10 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(
     assert not load.server_errors(), load.server_errors()
     # After the signal new connections are refused; that is the only kind of failure allowed.
     assert set(e for _, e in load.errors) <= {"ConnectError", "RemoteProtocolError", "ReadError"}
-    answered = [pid for _, pid in load.answered]
-    answered += [item["prediction_id"] for _, _, body in big for item in body["predictions"]]
+    answered = load.probabilities
+    answered |= {
+        item["prediction_id"]: item["probability"] for _, _, body in big for item in body["predictions"]
+    }
     spooled = len((tmp_path / "spool" / "pending.jsonl").read_bytes().splitlines())
 
     second = start_api_process(env, tmp_path / "api-2.log")  # replays whatever was spooled

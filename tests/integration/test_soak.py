@@ -22,9 +22,9 @@ SOAK_COMMAND = [sys.executable, str(SOAK), "--seconds", "30", "--api-env", "PRED
 
 
 def test_soak_has_no_5xx_loses_no_log_and_keeps_memory_flat(tmp_path):
-    out = tmp_path / "soak.json"
+    out, report = tmp_path / "soak.json", tmp_path / "soak.jsonl"
     result = subprocess.run(
-        [*SOAK_COMMAND, "--json", str(out)],
+        [*SOAK_COMMAND, "--json", str(out), "--jsonl", str(report)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -38,4 +38,8 @@ def test_soak_has_no_5xx_loses_no_log_and_keeps_memory_flat(tmp_path):
     assert figures["predictions_logged"] == figures["predictions_answered"]
     assert len(figures["versions_answered"]) == 3  # both promotions were followed under load
     assert figures["rss_growth_mib"] <= figures["rss_bound_mib"], figures["rss_samples"]
+    # The report line: the same figures (no time series), stamped with the run's context.
+    (line,) = [json.loads(x) for x in report.read_text().splitlines()]
+    assert line["bench"] == "soak" and line["lost"] == figures["lost"] and "rss_samples" not in line
+    assert {"date", "commit", "loadavg_1m", "cpus"} <= line.keys()
     assert result.returncode == 0, result.stdout[-3000:]
