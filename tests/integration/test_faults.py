@@ -2,7 +2,14 @@
 
 Each test starts what it breaks itself (an `mlflow server`, a PostgreSQL instance of its own,
 moto's S3 server, the API as `python -m credit_risk.api`, the trainer as `python -m
-credit_risk.train`), so killing one never disturbs another test. Measured figures (recovery
+credit_risk.train`), so killing one never disturbs another test.
+
+Authentication is on, as in the compose stack (issue 13): every `mlflow server` here runs MLflow's
+basic-auth app with the stack's mlflow/basic_auth.ini (users beside the backend store: in the same
+PostgreSQL database when there is one, so restarting PostgreSQL takes the user store down too);
+each test opens the stack's least-privilege accounts for its own model and experiments with
+`credit_risk.accounts`; the API and the trainer run with their own accounts, the test itself as
+the admin. Measured figures (recovery
 times, counts, the SIGKILL loss) are printed and, when FAULTS_REPORT names a file, appended to
 it as JSON lines: the fault table in docs/faults-and-security.md is filled from such a run.
 """
@@ -19,15 +26,18 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import pytest
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from credit_risk.accounts import provision
 from credit_risk.devtools.tracking_server import server_env
 from credit_risk.features import FEATURES
 from credit_risk.registry import production_version, promote
+from credit_risk.settings import AccountsSettings
 from credit_risk.training.cli import EXIT_ERROR
 from support.api import (
     SEED_PAYLOAD,
@@ -45,6 +55,7 @@ from support.load import Load, log_drained, logged_predictions
 from support.registration import log_sklearn, register
 from support.requirements import unavailable
 from support.stack import (
+    AUTH_ADMIN,
     BUCKET,
     S3_ENV,
     MotoServer,
@@ -63,6 +74,10 @@ SLACK = 20.0
 # SQLite-backed tracking server logs on this machine (~1000 records/s, measured by test 2).
 LOAD = {"threads": 4, "batch_size": 5, "pause": 0.01}
 SINGLE_AND_INFO = ("predict",) * 7 + ("info",)
+# The services' accounts on every server here (names as in .env.example; passwords made up per run).
+TRAINER_ACCOUNT = ("credit-risk-trainer", f"trainer-{uuid.uuid4().hex}")
+API_ACCOUNT = ("credit-risk-api", f"api-{uuid.uuid4().hex}")
+PERSON_ACCOUNT = ("risk-analyst", f"person-{uuid.uuid4().hex}")
 
 
 def record_figure(name: str, **values) -> None:
@@ -72,12 +87,69 @@ def record_figure(name: str, **values) -> None:
     print(f"FIGURE {line}")
 
 
-def started_server(root: Path, **kwargs) -> RestartableServer:
-    """A running `mlflow server` (SQLite and local artifacts unless told otherwise)."""
-    server = RestartableServer(root, **kwargs)
+def new_server(root: Path, **kwargs) -> RestartableServer:
+    """An authenticated `mlflow server`, not started (SQLite and local artifacts unless told otherwise)."""
+    server = RestartableServer(root, auth=True, **kwargs)
     server.root.mkdir()
+    return server
+
+
+def started_server(root: Path, **kwargs) -> RestartableServer:
+    """A running authenticated `mlflow server`."""
+    server = new_server(root, **kwargs)
     server.start()
     return server
+
+
+@pytest.fixture(autouse=True)
+def as_admin(monkeypatch, tmp_path):
+    """The test's own MLflow calls (registering, staging, reading the log) go as the admin.
+
+    Afterwards no password is in anything the test's processes wrote (logs of the server, the API
+    and the trainer, spools, stores): error paths under a fault are where one would leak."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", AUTH_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", AUTH_ADMIN[1])
+    yield
+    secrets = [p.encode() for _, p in (AUTH_ADMIN, TRAINER_ACCOUNT, API_ACCOUNT, PERSON_ACCOUNT)]
+    leaks = [
+        str(path.relative_to(tmp_path))
+        for path in tmp_path.rglob("*")
+        if path.is_file() and any(secret in path.read_bytes() for secret in secrets)
+    ]
+    assert not leaks, f"a password was written to {leaks}"
+
+
+def open_accounts(server: RestartableServer, name: str) -> None:
+    """What the compose job `create-accounts` does, for this test's model `name`, its training
+    experiment `name` and predictions experiment `predictions-<name>`: the trainer may train,
+    register and promote, the API may read the model and write its predictions, nothing else."""
+    settings = AccountsSettings(
+        mlflow_tracking_uri=server.url,
+        mlflow_tracking_username=AUTH_ADMIN[0],
+        mlflow_tracking_password=AUTH_ADMIN[1],
+        training_experiment=name,
+        prediction_experiment=f"predictions-{name}",
+        model_name=name,
+        trainer_mlflow_username=TRAINER_ACCOUNT[0],
+        trainer_mlflow_password=TRAINER_ACCOUNT[1],
+        api_mlflow_username=API_ACCOUNT[0],
+        api_mlflow_password=API_ACCOUNT[1],
+        mlflow_ui_username=PERSON_ACCOUNT[0],
+        mlflow_ui_password=PERSON_ACCOUNT[1],
+    )
+    with mock.patch.dict(os.environ):  # provision sets MLflow's variables for its own process
+        provision(settings)
+    anonymous = httpx.get(f"{server.url}/api/2.0/mlflow/registered-models/get", params={"name": name})
+    assert anonymous.status_code == 401, "the server does not authenticate"
+
+
+def register_version(server: RestartableServer, name: str, **kwargs) -> str:
+    """A version of `name` logged in its training experiment (the one the API's account may read)."""
+    return register_model(server.url, name, experiment=name, **kwargs)
+
+
+def credentials(account: tuple[str, str]) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": account[0], "MLFLOW_TRACKING_PASSWORD": account[1]}
 
 
 @pytest.fixture
@@ -103,8 +175,9 @@ def name() -> str:
 
 
 def api_env(tracking_uri: str, model_name: str, spool: Path, **extra: str) -> dict[str, str]:
-    """The API's environment for these tests."""
+    """The API's environment for these tests: its own account."""
     return {
+        **credentials(API_ACCOUNT),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MODEL_NAME": model_name,
         "MODEL_POLL_SECONDS": str(POLL),
@@ -176,7 +249,8 @@ def wait_logged(tracking_uri: str, name: str, n: int, timeout: float = 90.0) -> 
 
 def test_api_started_without_tracking_server_is_not_ready_then_ready_by_itself(tmp_path, name):
     server = started_server(tmp_path / "mlflow")
-    version = register_model(server.url, name)
+    open_accounts(server, name)
+    version = register_version(server, name)
     server.stop()
     api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
     try:
@@ -208,7 +282,8 @@ def test_tracking_server_killed_under_load_every_prediction_answered_and_logged_
     own_server, tmp_path, name
 ):
     server = own_server
-    register_model(server.url, name)
+    open_accounts(server, name)
+    register_version(server, name)
     api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
     try:
         wait_until(lambda: is_ready(api), 60, "the API to be ready")
@@ -304,7 +379,8 @@ def _send_big_batches(url: str, n_requests: int, records: int, out: list) -> lis
 
 
 def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(server, tmp_path, name):
-    register_model(server.url, name)
+    open_accounts(server, name)
+    register_version(server, name)
     env = api_env(server.url, name, tmp_path / "spool")
     api = start_api_process(env, tmp_path / "api-1.log")
     wait_until(lambda: is_ready(api), 60, "the API to be ready")
@@ -361,7 +437,8 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_loses_no_log_record(
 
 
 def test_sigkill_under_load_loses_at_most_the_last_flush_interval(server, tmp_path, name):
-    register_model(server.url, name)
+    open_accounts(server, name)
+    register_version(server, name)
     env = api_env(server.url, name, tmp_path / "spool")
     api = start_api_process(env, tmp_path / "api-1.log")
     wait_until(lambda: is_ready(api), 60, "the API to be ready")
@@ -428,8 +505,9 @@ def private_postgres():
 def run_trainer(
     csv: Path, tracking_uri: str, log_path: Path, model_name: str, *args: str
 ) -> subprocess.Popen:
-    """`python -m credit_risk.train` as the trainer container runs it (no S3 credentials)."""
+    """`python -m credit_risk.train` as the trainer container runs it (its account, no S3 credentials)."""
     env = {k: v for k, v in server_env().items() if not k.startswith("AWS_")}
+    env.update(credentials(TRAINER_ACCOUNT))
     env.update(MLFLOW_TRACKING_URI=tracking_uri, MODEL_NAME=model_name, EXPERIMENT=model_name)
     with open(log_path, "w") as out:
         return subprocess.Popen(
@@ -454,7 +532,8 @@ def wait_for_line(log_path: Path, text: str, process: subprocess.Popen, timeout:
 def test_postgres_restart_trainer_and_api_recover_without_manual_steps(private_postgres, tmp_path, name):
     server = started_server(tmp_path / "mlflow", backend_store_uri=private_postgres.uri)
     try:
-        v1 = register_model(server.url, name)
+        open_accounts(server, name)
+        v1 = register_version(server, name)
         api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
     except BaseException:
         server.stop()
@@ -509,14 +588,14 @@ def test_postgres_restart_trainer_and_api_recover_without_manual_steps(private_p
 def test_s3_down_during_training_fails_clearly_and_registers_nothing(tmp_path, name):
     moto = MotoServer(tmp_path / "moto.log")
     moto.start()
-    server = RestartableServer(
+    server = new_server(
         tmp_path / "mlflow",
         artifacts_destination=f"s3://{BUCKET}/",
         env={"MLFLOW_S3_ENDPOINT_URL": moto.endpoint, **S3_ENV},
     )
-    server.root.mkdir()
     try:
         server.start()
+        open_accounts(server, name)
         csv = write_kaggle_csv(synthetic_frame(signal=2.0), tmp_path / "train.csv")
         log_path = tmp_path / "trainer.log"
         trainer = run_trainer(csv, server.url, log_path, name)
@@ -556,10 +635,10 @@ def postgres_uri():
 
 
 def test_two_trainers_at_once_leave_exactly_one_version_in_production(postgres_uri, tmp_path, name):
-    server = RestartableServer(tmp_path / "mlflow", backend_store_uri=postgres_uri)
-    server.root.mkdir()
+    server = new_server(tmp_path / "mlflow", backend_store_uri=postgres_uri)
     try:
         server.start()
+        open_accounts(server, name)
         trainers = []
         for seed in (11, 12):
             csv = write_kaggle_csv(synthetic_frame(signal=2.0, seed=seed), tmp_path / f"train-{seed}.csv")
@@ -706,7 +785,8 @@ def test_simultaneous_promotions_converge_on_one_production_version(postgres_uri
 
 
 def test_production_archived_api_stops_within_a_poll_and_resumes_on_promotion(server, tmp_path, name):
-    version = register_model(server.url, name)
+    open_accounts(server, name)
+    version = register_version(server, name)
     api = start_api_process(api_env(server.url, name, tmp_path / "spool"), tmp_path / "api.log")
     try:
         wait_until(lambda: is_ready(api), 60, "the API to be ready")
@@ -752,9 +832,10 @@ def register_renamed_signature(server: RestartableServer, name: str) -> str:
 
 @pytest.mark.parametrize("fault", ["corrupt skops file", "signature mismatch"])
 def test_unservable_production_version_is_refused_and_the_old_one_not_served(server, tmp_path, name, fault):
-    good = register_model(server.url, name)
+    open_accounts(server, name)
+    good = register_version(server, name)
     if fault == "corrupt skops file":
-        bad = register_model(server.url, name, stage=None, seed=1)
+        bad = register_version(server, name, stage=None, seed=1)
         corrupt_skops(server, name, bad)
         reason = "cannot be loaded safely"
     else:

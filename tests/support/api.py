@@ -61,11 +61,12 @@ def register_model(
     threshold: float = 0.3,
     dataset_hash: str = "sha256-test",
     pipeline: Pipeline | None = None,
+    experiment: str = "api-tests",
 ) -> str:
     """Log, register and (optionally) stage a model version; returns the version number."""
     fitted, df = fitted_pipeline(seed)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("api-tests")
+    mlflow.set_experiment(experiment)
     with mlflow.start_run():
         info = log_model(pipeline or fitted, df.head(5), threshold, dataset_hash)
         mlflow.log_metrics(RUN_METRICS)

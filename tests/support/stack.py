@@ -5,13 +5,14 @@
   restart it without touching the cluster other tests use;
 - `MotoServer`: moto's standalone S3 server (MinIO's stand-in) with the artifact bucket;
 - `RestartableServer`: an `mlflow server` that can be stopped, killed and started again on the
-  same port and store.
+  same port and store; with `auth=True`, MLflow's basic-auth app as the compose stack runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,12 +28,15 @@ from pathlib import Path
 import boto3
 
 from credit_risk.devtools.tracking_server import TrackingServer, free_port, start_tracking_server
+from support import ROOT
 from support.requirements import postgres_bin_dir
 
 # CI's PostgreSQL (trust auth); STACK_POSTGRES_DSN points the tests at another server.
 POSTGRES_DSN = os.environ.get("STACK_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 BUCKET = "mlflow"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+# The built-in admin of every authenticated RestartableServer (MLflow sets it at the first start).
+AUTH_ADMIN = ("admin", f"admin-{uuid.uuid4().hex}")
 
 
 def http_status(url: str) -> int:
@@ -224,6 +228,7 @@ class RestartableServer:
         backend_store_uri: str | None = None,
         artifacts_destination: str | None = None,
         env: dict[str, str] | None = None,
+        auth: bool = False,
     ):
         self.root = root
         self.port = free_port()
@@ -231,8 +236,27 @@ class RestartableServer:
         self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
         self.artifacts_destination = artifacts_destination or str(root / "artifacts")
         self.env = env
+        self.auth = auth
+        self._secret_key = uuid.uuid4().hex  # the basic-auth app's Flask secret, kept across restarts
         self.log_path = root / "server.log"
         self._server: TrackingServer | None = None
+
+    def _auth_env(self) -> dict[str, str]:
+        """The basic-auth app's environment: the image's mlflow/basic_auth.ini with the users kept
+        beside the backend store (a PostgreSQL backend's own database, as in compose; a SQLite
+        backend's neighbour file), and the admin's password set before the first request."""
+        if self.backend_store_uri.startswith("sqlite:"):
+            users = f"sqlite:///{self.root / 'basic_auth.db'}"
+        else:
+            users = self.backend_store_uri
+        config = self.root / "basic_auth.ini"
+        text = (ROOT / "mlflow" / "basic_auth.ini").read_text()
+        config.write_text(re.sub(r"(?m)^database_uri = .*$", f"database_uri = {users}", text))
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": AUTH_ADMIN[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secret_key,
+        }
 
     def start(self, timeout: float = 120.0) -> None:
         """Start and wait until healthy."""
@@ -241,8 +265,9 @@ class RestartableServer:
             artifacts_destination=self.artifacts_destination,
             log_path=self.log_path,
             port=self.port,
-            env=self.env,
+            env={**(self.env or {}), **(self._auth_env() if self.auth else {})},
             timeout=timeout,
+            app_name="basic-auth" if self.auth else None,
         )
 
     def stop(self) -> None:
