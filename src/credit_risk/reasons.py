@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from credit_risk.constraints import MODEL_FEATURES
-from credit_risk.features import FEATURES, NULLABLE, PAST_DUE, PAST_DUE_CODES
+from credit_risk.features import FEATURES, NULLABLE, PAST_DUE, is_past_due_code
 
 MAX_REASONS = 4
 # Regulation B §1002.6(b)(2): age may not count against an applicant aged 62 or older.
@@ -62,18 +62,15 @@ _MISSING = {"MonthlyIncome": "R07", "NumberOfDependents": "R11"}
 _CODED = "R13"
 _AGE = FEATURES.index("age")
 _PAST_DUE_IDX = [FEATURES.index(c) for c in PAST_DUE]
+_INCOME = FEATURES.index("MonthlyIncome")
+_DEPENDENTS = FEATURES.index("NumberOfDependents")
+_CODED_BITS = 4 << np.arange(len(PAST_DUE))  # bits 2, 3, 4: each count given as a code
 
 
 def _state(X: np.ndarray) -> np.ndarray:
     """Each row's folding state as 5 bits: income missing, dependents missing, each count coded."""
-    bits = np.column_stack(
-        [
-            np.isnan(X[:, FEATURES.index("MonthlyIncome")]),
-            np.isnan(X[:, FEATURES.index("NumberOfDependents")]),
-            np.isin(X[:, _PAST_DUE_IDX], PAST_DUE_CODES),
-        ]
-    )
-    return bits.astype(np.intp) @ (1 << np.arange(5))
+    coded = is_past_due_code(X[:, _PAST_DUE_IDX]).astype(np.intp)
+    return np.isnan(X[:, _INCOME]).astype(np.intp) + 2 * np.isnan(X[:, _DEPENDENTS]) + coded @ _CODED_BITS
 
 
 @functools.cache

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from starlette.types import ASGIApp
 
 from credit_risk.api.body_limit import DeclaredBodyLimit
+from credit_risk.api.deps import Scoring
 from credit_risk.api.errors import install_error_handlers
 from credit_risk.api.metrics import ApiMetrics, MetricsMiddleware, StabilityCollector, StateCollector
 from credit_risk.api.model_holder import ModelHolder
@@ -51,6 +52,7 @@ def create_app(settings: ApiSettings, client: MlflowClient | None = None) -> Fas
         holder = ModelHolder(mlflow_client, settings.model_name, settings.model_poll_seconds)
         plog = PredictionLogger(mlflow_client, settings)
         app.state.holder, app.state.prediction_log = holder, plog
+        app.state.scoring = Scoring(settings, holder, plog, app.state.metrics, app.state.stability)
         # Outcomes join logged predictions, and their spool sits in the log's directory.
         outcome_log = (
             OutcomeLog(mlflow_client, settings, plog.process_id, plog.issued) if plog.enabled else None

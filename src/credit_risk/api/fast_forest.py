@@ -5,7 +5,8 @@ calls and about 2 ms for a single row, which alone caps one core at ~470 predict
 Here all trees are flattened into one node table and walked together, one numpy step per tree
 level, with the same rules as scikit-learn's predictor (`x <= threshold` goes left, NaN follows
 `missing_go_to_left`) and the same sequential sum of leaf values, so the result is identical,
-not merely close. A model version is only served through this path after a probe of several
+not merely close. One row, the common case, has every node decided at once and then one gather
+per level. A model version is only served through this path after a probe of several
 hundred rows gives bit-identical probabilities; otherwise (or for another model family, or a big
 batch, where scikit-learn's compiled loop wins) scikit-learn's own `predict_proba` is used.
 """
@@ -59,8 +60,6 @@ class FlatForest:
         self._missing_left = table["missing_go_to_left"].astype(bool)
         self._value = table["value"].astype(np.float64)
         self._roots = offsets.astype(np.intp)
-        # children[2 * node + went_left]: one gather per level for the one-row path.
-        self._children = np.column_stack([self._right, self._left]).ravel()
         self._depth = int(table["depth"].max())
         self._baseline = float(hgb._baseline_prediction.ravel()[0])
         self.n_trees = len(nodes)
@@ -84,15 +83,17 @@ class FlatForest:
         return self._loss.predict_proba(raw)[:, 1]
 
     def _predict_one(self, x_row: np.ndarray) -> np.ndarray:
-        # The common case, kept to 1-D gathers: about half the cost of the 2-D walk above.
+        # The common case: every node's decision for this row at once (a few numpy calls over the
+        # ~5,000 nodes), then one gather per level; a third of the cost of deciding level by level.
+        x = x_row[self._feature]
+        go_left = x <= self._threshold
+        missing = np.isnan(x)
+        if missing.any():
+            go_left |= missing & self._missing_left
+        step = np.where(go_left, self._left, self._right)
         cur = self._roots
         for _ in range(self._depth):
-            x = x_row[self._feature[cur]]
-            go_left = x <= self._threshold[cur]
-            missing = np.isnan(x)
-            if missing.any():
-                go_left |= missing & self._missing_left[cur]
-            cur = self._children[2 * cur + go_left]
+            cur = step[cur]
         raw = np.cumsum(np.concatenate([[self._baseline], self._value[cur]]))[-1:]
         return self._loss.predict_proba(raw[:, None])[:, 1]
 

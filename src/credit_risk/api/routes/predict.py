@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from credit_risk.api.deps import HolderDep, LogDep, MetricsDep, SettingsDep, StabilityDep
+from credit_risk.api.deps import ScoringDep
 from credit_risk.api.errors import BatchTooLarge
 from credit_risk.api.routes import protected_router
 from credit_risk.api.schemas import (
@@ -64,31 +64,27 @@ SPLIT_ROWS = 2000
 @router.post("/predict", tags=["predict"])
 async def predict(
     body: PredictionRequest,
-    holder: HolderDep,
-    plog: LogDep,
-    metrics: MetricsDep,
-    settings: SettingsDep,
-    stability: StabilityDep,
+    scoring: ScoringDep,
     explain: ExplainDep,
 ) -> PredictionResponse:
     """Probability of serious delinquency for one applicant, the decision at the model's threshold,
     and for a decline the principal reasons."""
-    state = holder.current()  # one snapshot for the whole request, even if a swap happens now
+    state = scoring.holder.current()  # one snapshot for the whole request, even if a swap happens now
     model = state.model
     X = to_array([body])
     probs = state.score(X)
     preds = (probs >= model.threshold).astype(np.int8)
-    reasons = reasons_for(state.explainer, X, preds, explain, settings.max_reasons)
-    seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
-    stability.observe(model.version, state.reference, X, probs)
+    reasons = reasons_for(state.explainer, X, preds, explain, scoring.settings.max_reasons)
+    seq0 = scoring.log.submit(model.name, model.version, X, probs, preds, reasons)
+    scoring.stability.observe(model.version, state.reference, X, probs)
     prediction = int(preds[0])
-    metrics.record_predictions(prediction, 1)
-    metrics.record_reasons(reasons)
+    scoring.metrics.record_predictions(prediction, 1)
+    scoring.metrics.record_reasons(reasons)
     return PredictionResponse(
         prediction=prediction,
         probability=float(probs[0]),
         model_version=model.version,
-        prediction_id=plog.prediction_ids(seq0, 1)[0],
+        prediction_id=scoring.log.prediction_ids(seq0, 1)[0],
         reasons=reasons[0],
     )
 
@@ -114,34 +110,30 @@ _BATCH_BODY = {
 )
 async def predict_batch(
     request: Request,
-    holder: HolderDep,
-    plog: LogDep,
-    metrics: MetricsDep,
-    settings: SettingsDep,
-    stability: StabilityDep,
+    scoring: ScoringDep,
     explain: ExplainDep,
 ) -> Response:
     """Many applicants in one vectorised model call, answers in request order."""
     body = await _batch_body(request)
     n = len(body.records)
-    if n > settings.max_batch_size:
+    if n > scoring.settings.max_batch_size:
         raise BatchTooLarge(
-            f"{n} records in one batch; the maximum is {settings.max_batch_size} (MAX_BATCH_SIZE)"
+            f"{n} records in one batch; the maximum is {scoring.settings.max_batch_size} (MAX_BATCH_SIZE)"
         )
-    state = holder.current()
+    state = scoring.holder.current()
     model = state.model
     X = to_array(body.records)
     probs = await _in_parts(state.score, np.concatenate, X)
     preds = (probs >= model.threshold).astype(np.int8)
     explain_part = functools.partial(
-        reasons_for, state.explainer, explain_all=explain, max_reasons=settings.max_reasons
+        reasons_for, state.explainer, explain_all=explain, max_reasons=scoring.settings.max_reasons
     )
     reasons = await _in_parts(explain_part, lambda halves: halves[0] + halves[1], X, preds)
-    seq0 = plog.submit(model.name, model.version, X, probs, preds, reasons)
-    stability.observe(model.version, state.reference, X, probs)
-    metrics.record_predictions(int(preds.sum()), n)
-    metrics.record_reasons(reasons)
-    ids = plog.prediction_ids(seq0, n)
+    seq0 = scoring.log.submit(model.name, model.version, X, probs, preds, reasons)
+    scoring.stability.observe(model.version, state.reference, X, probs)
+    scoring.metrics.record_predictions(int(preds.sum()), n)
+    scoring.metrics.record_reasons(reasons)
+    ids = scoring.log.prediction_ids(seq0, n)
     items = [
         {"prediction": y, "probability": p, "prediction_id": i, "reasons": r}
         for y, p, i, r in zip(preds.tolist(), probs.tolist(), ids, reasons, strict=True)
