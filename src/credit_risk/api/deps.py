@@ -56,8 +56,8 @@ async def get_outcome_log(request: Request) -> OutcomeLog | None:
 
 @dataclass(frozen=True)
 class Scoring:
-    """What a prediction uses, built once by the lifespan: one dependency instead of five
-    (solving five took ~8 % of a one-row prediction's CPU, 2026-12-03)."""
+    """What a prediction uses, built once by the lifespan: one dependency for FastAPI to solve
+    per request instead of five."""
 
     settings: ApiSettings
     holder: ModelHolder
